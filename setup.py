@@ -1,0 +1,25 @@
+"""pip install for users without a ROS workspace, and the editable install of the dev venv.
+
+The ROS package `cract` (package.xml, CMakeLists.txt) builds the msg/srv interfaces; this file
+only installs the Python packages cract_core and cract_ros and their console scripts. The
+distribution is called `cract-tracker`, not `cract`: rosidl's Python generator installs its
+own `cract` package (cract.msg, cract.srv) with egg-info under that name, and pip must never
+mistake one for the other (an upgrade of one would uninstall the other's files).
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="cract-tracker",
+    version="0.1.0",
+    description="CRACT visual tracker (cascaded regression-align-classification) with a ROS 2 node",
+    packages=find_packages(include=["cract_core", "cract_core.*", "cract_ros", "cract_ros.*"]),
+    python_requires=">=3.10",
+    # Pinned runtime versions live in requirements.txt; these are the loose needs for pip users.
+    install_requires=["torch", "torchvision", "numpy", "opencv-contrib-python-headless", "PyYAML"],
+    entry_points={
+        "console_scripts": [
+            # the same entry point CMake installs as lib/cract/tracker_node
+            "cract-tracker-node=cract_ros.node:main",
+        ],
+    },
+)

@@ -1,0 +1,84 @@
+"""Shared pytest fixtures: real data from ../shared/data, and rclpy set-up for the ROS tests.
+
+`make test` exports the ROS environment (AMENT_PREFIX_PATH, ROS_AUTOMATIC_DISCOVERY_RANGE,
+FASTDDS_DEFAULT_PROFILES_FILE, ROS_DOMAIN_ID); the defaults below make a plain
+`.venv/bin/python -m pytest test/` behave the same, and node subprocesses inherit them.
+"""
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Iterator, Optional
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_SEQUENCES = REPO_ROOT.parent / "shared" / "data" / "sequences"
+
+# Set before any test imports rclpy: the DDS participant reads these when it is created.
+os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO_ROOT / "config" / "fastdds_shm.xml"))
+# A domain of its own per run, so concurrent runs on one host do not cross-talk.
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def shared_sequences_path() -> Optional[Path]:
+    """../shared/data/sequences relative to the repository root, or None when it is absent."""
+    return SHARED_SEQUENCES if SHARED_SEQUENCES.is_dir() else None
+
+
+def require_shared_sequences() -> Path:
+    """The sequences folder; skip the calling test when absent, fail under CI=true.
+
+    Usable from tests and fixtures that cannot take the fixture below as an argument.
+    """
+    path = shared_sequences_path()
+    if path is None:
+        reason = (f"real sequences not found at {SHARED_SEQUENCES} "
+                  "(the shared data folder ../shared/data/sequences next to the repository)")
+        if in_ci():
+            pytest.fail(f"CI=true and {reason}", pytrace=False)
+        pytest.skip(reason)
+    return path
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture
+def shared_sequences_dir() -> Path:
+    """Path to ../shared/data/sequences; skips when absent, fails when absent under CI=true."""
+    return require_shared_sequences()
+
+
+@pytest.fixture
+def shared_sequence(shared_sequences_dir: Path):
+    """A factory: shared_sequence("otb_bird2") -> that sequence's folder (skip/fail as above)."""
+    def get(name: str) -> Path:
+        path = shared_sequences_dir / name
+        if not (path / "img").is_dir() or not (path / "groundtruth.txt").is_file():
+            if in_ci():
+                pytest.fail(f"CI=true and sequence {name} is incomplete at {path}", pytrace=False)
+            pytest.skip(f"sequence {name} not found at {path}")
+        return path
+    return get
+
+
+@pytest.fixture
+def rclpy_init() -> Iterator[None]:
+    """rclpy.init() for one test, rclpy.try_shutdown() after it (also after a failure)."""
+    rclpy = pytest.importorskip("rclpy") if not in_ci() else __import__("rclpy")
+    rclpy.init()
+    try:
+        yield
+    finally:
+        rclpy.try_shutdown()
