@@ -55,9 +55,9 @@ class CRACConfig:
     classifier: Literal["joint", "identifier", "discriminator"] = "joint"  # Table 8
     alpha: float = 0.4  # s = alpha * v+ + (1 - alpha) * tau  (Eq. 9)
     beta: float = 0.8  # final score beta * s + (1 - beta) * c  (Eq. 10)
-    regressor_conv_channels: int = 128
+    regressor_conv_channels: int = 64
     regressor_fc: list[int] = field(default_factory=lambda: [256, 256])
-    identifier_conv_channels: int = 128
+    identifier_conv_channels: int = 64
     identifier_fc: list[int] = field(default_factory=lambda: [256, 256])
     discriminator_conv_channels: int = 32
     discriminator_fc: int = 64
