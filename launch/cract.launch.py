@@ -1,0 +1,46 @@
+"""Start the cract tracker node with config/cract.yaml.
+
+    ros2 launch cract cract.launch.py
+    ros2 launch cract cract.launch.py namespace:=drone1 image_topic:=/camera/color/image_raw
+    ros2 launch cract cract.launch.py params_file:=/path/to/my.yaml use_sim_time:=true
+
+Written for a real ROS 2 install (Humble, Jazzy, Kilted): launch and launch_ros are not on PyPI,
+so the development venv starts the node the same way by hand:
+    tracker_node --ros-args --params-file config/cract.yaml -r image:=/camera/image_raw
+"""
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+from launch_ros.substitutions import FindPackageShare
+
+
+def generate_launch_description() -> LaunchDescription:
+    image_topic = LaunchConfiguration("image_topic")
+    return LaunchDescription([
+        DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
+        DeclareLaunchArgument("image_topic", default_value="/camera/image_raw",
+                              description="camera topic (sensor_msgs/Image; its /compressed sibling for "
+                                          "image_transport: compressed)"),
+        DeclareLaunchArgument("params_file",
+                              default_value=PathJoinSubstitution([FindPackageShare("cract"), "config", "cract.yaml"]),
+                              description="ros__parameters file of the node"),
+        DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag replay)"),
+        DeclareLaunchArgument("log_level", default_value="info", description="node log level"),
+        Node(
+            package="cract",
+            executable="tracker_node",
+            name="cract_tracker",
+            namespace=LaunchConfiguration("namespace"),
+            parameters=[
+                LaunchConfiguration("params_file"),
+                {"use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)},
+            ],
+            # the node subscribes to `image` (or `image/compressed`): point both at the camera
+            remappings=[("image", image_topic), ("image/compressed", [image_topic, "/compressed"])],
+            arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")],
+            output="screen",
+            emulate_tty=True,
+        ),
+    ])
