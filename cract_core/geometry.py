@@ -203,10 +203,10 @@ def clip_box_to_image(box_xywh: BoxLike, image_size: tuple[int, int], min_size: 
     return np.array([cx1, cy1, cx2 - cx1, cy2 - cy1], dtype=np.float64)
 
 
-def context_size(w: float, h: float, context_amount: float) -> float:
+def context_size(w: float | np.ndarray, h: float | np.ndarray, context_amount: float) -> float | np.ndarray:
     """Side of the square crop around a w x h target, as SiamFC/SiamRPN define it: sqrt((w+p)(h+p)), p = c (w+h)."""
     p = context_amount * (w + h)
-    return math.sqrt((w + p) * (h + p))
+    return np.sqrt((w + p) * (h + p))
 
 
 def crop_square(

@@ -1,0 +1,444 @@
+"""CRACT tracker: ``Tracker.init(image, box)`` / ``Tracker.track(image) -> TrackResult`` (Algorithm 1).
+
+Per frame:
+  crop the search region around b_{t-1} -> phi_34(x) -> RPN -> N proposals with coarse scores c_i
+  -> CRAC: R, Eq. 4 re-align, re-pool, I -> v_i+ ; D -> tau_i
+  -> s_i = alpha v_i+ + (1 - alpha) tau_i (Eq. 9) ; b_t = argmax beta s_i + (1 - beta) c_i (Eq. 10)
+  -> size smoothing, clipping to the image, state (TRACKING / LOW_CONFIDENCE / LOST)
+  -> every K frames: samples around b_t to the online learner (cheap), update solved per mode.
+
+c_i is the RPN's probability after SiamRPN's scale/aspect penalty and cosine window (the motion
+prior every Siamese tracker ranks with); the raw RPN probability is in ``TrackResult.details``.
+Images are uint8 BGR (OpenCV's order), any size, and may change size between frames.
+"""
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+
+from . import geometry
+from .checkpoint import load_checkpoint
+from .config import ExperimentConfig, ConfigError, default_config_path, load_config, project_root, validate
+from .errors import CheckpointError, InvalidInputError, NotInitializedError
+from .geometry import InvalidBoxError
+from .model import CRACTNet, TemplateState
+from .online import OnlineLearner, sample_boxes
+from .rpn import select_proposals
+
+log = logging.getLogger(__name__)
+
+# A LOST search region never grows past this many times the image's larger side (the whole frame
+# fits with room for a target at the border).
+MAX_SEARCH_FRACTION = 1.2
+# Distractors: proposals this strong (coarse score) but this far (IoU) from the chosen box are
+# handed to the discriminator as hard negatives.
+HARD_NEGATIVE_SCORE = 0.3
+
+
+class TrackState(enum.IntEnum):
+    IDLE = 0
+    TRACKING = 1
+    LOW_CONFIDENCE = 2
+    LOST = 3
+
+
+@dataclass
+class TrackResult:
+    box: np.ndarray  # xywh in image pixels (benchmark convention)
+    confidence: float  # beta * s + (1 - beta) * c of the chosen candidate, clamped to [0, 1]
+    state: TrackState
+    frame_index: int
+    timings: dict[str, float] = field(default_factory=dict)  # milliseconds
+    updated: bool = False  # a discriminator update was started this frame
+    weights_version: int = 0  # the discriminator snapshot used for this frame
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError("device 'cuda' was asked for but CUDA is not available here; use 'cpu' or 'auto'")
+    return dev
+
+
+def resolve_checkpoint(cfg: ExperimentConfig, checkpoint: Optional[str]) -> Optional[Path]:
+    """An explicit path, else the config's (relative to the project root), else None (untrained heads)."""
+    value = checkpoint if checkpoint else cfg.checkpoint
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = project_root() / path
+    return path
+
+
+def check_image(image: Any) -> np.ndarray:
+    """The tracker's input contract: a non-empty uint8 H x W x 3 BGR array."""
+    if image is None:
+        raise InvalidInputError("image is None")
+    if not isinstance(image, np.ndarray):
+        raise InvalidInputError(f"image must be a numpy array (H x W x 3 uint8 BGR), got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise InvalidInputError(f"image must be uint8 BGR, got dtype {image.dtype}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise InvalidInputError(f"image must be H x W x 3 (BGR), got shape {image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise InvalidInputError(f"image is empty: shape {image.shape}")
+    return image
+
+
+def _change(r: np.ndarray) -> np.ndarray:
+    return np.maximum(r, 1.0 / r)
+
+
+class Tracker:
+    """One target at a time.  Not thread-safe: call init/track from one thread (the ROS node's tracker thread)."""
+
+    def __init__(self, cfg: ExperimentConfig, net: Optional[CRACTNet] = None, device: str | torch.device = "cpu",
+                 mode: str = "sync", checkpoint_info: Optional[dict] = None):
+        if mode not in ("sync", "async"):
+            raise InvalidInputError(f"mode must be 'sync' or 'async', got {mode!r}")
+        self.cfg = cfg
+        self.device = resolve_device(device)
+        self.mode = mode
+        self.net = (net or CRACTNet(cfg)).to(self.device).eval()
+        self.net.fuse_for_inference()
+        self.checkpoint_info = checkpoint_info or {}
+        s = self.net.score_size
+        hann = np.hanning(s)
+        window = np.outer(hann, hann).reshape(-1)
+        self._window = np.tile(window, len(cfg.rpn.anchor_ratios)).astype(np.float32)
+        self._anchors = self.net.anchors.cpu().numpy()
+        self.online: Optional[OnlineLearner] = None
+        self._template: Optional[TemplateState] = None
+        self._reset_state()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, cfg: Union[ExperimentConfig, str, Path, None] = None, checkpoint: Optional[str] = None,
+                    device: str = "auto", mode: str = "sync") -> "Tracker":
+        """Build from a config (object or YAML path; None = the built-in default) and its trained heads.
+
+        A checkpoint named by the argument or the config must exist and match its sha256
+        (CheckpointError otherwise); with neither, the heads are untrained (tests, shapes).
+        """
+        if cfg is None:
+            cfg = default_config_path()
+        if not isinstance(cfg, ExperimentConfig):
+            cfg = load_config(cfg)
+        net = CRACTNet(cfg)
+        info: dict = {}
+        path = resolve_checkpoint(cfg, checkpoint)
+        if path is not None:
+            expected = cfg.checkpoint_sha256 if not checkpoint else None
+            ckpt = load_checkpoint(path, expected_sha256=expected)
+            try:
+                net.load_head_state_dict({k: v.float() for k, v in ckpt["heads"].items()})
+            except KeyError as exc:
+                raise CheckpointError(f"checkpoint {path} does not fit config {cfg.name}: {exc}") from None
+            info = {"path": str(path), "step": ckpt.get("step")}
+        return cls(cfg, net, device=device, mode=mode, checkpoint_info=info)
+
+    def _reset_state(self) -> None:
+        if self.online is not None:
+            self.online.close()
+        self.online = None
+        self._template = None
+        self._center = np.zeros(2)
+        self._size = np.zeros(2)
+        self._frame_index = -1
+        self._state = TrackState.IDLE
+        self._low_count = 0
+        self._lost_growth = 1.0
+        self._pad = None
+        self._rng = np.random.default_rng(0)
+
+    def close(self) -> None:
+        """Stop the update worker; the tracker can be initialised again afterwards."""
+        self._reset_state()
+
+    @property
+    def initialized(self) -> bool:
+        return self._template is not None
+
+    @property
+    def state(self) -> TrackState:
+        return self._state
+
+    # Runtime-safe parameters (the ROS node's `ros2 param set`): the rest need a new Tracker.
+    RUNTIME_PARAMS = {
+        "alpha": ("crac", float), "beta": ("crac", float),
+        "low_confidence": ("tracker", float), "lost_confidence": ("tracker", float),
+        "lost_frames": ("tracker", int), "found_confidence": ("tracker", float),
+        "window_influence": ("tracker", float), "scale_penalty_k": ("tracker", float), "size_lr": ("tracker", float),
+        "update_interval": ("online", int), "short_term_threshold": ("online", float),
+    }
+
+    def set_params(self, **values: Any) -> None:
+        """Change runtime-safe parameters at once; an unknown name or a bad value raises ConfigError and changes nothing."""
+        sections = {}
+        for name, value in values.items():
+            if name not in self.RUNTIME_PARAMS:
+                raise ConfigError(f"{name!r} cannot be changed at run time (runtime-safe: {sorted(self.RUNTIME_PARAMS)})")
+            section, tp = self.RUNTIME_PARAMS[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (tp is int and not float(value).is_integer()):
+                raise ConfigError(f"{name} must be a {tp.__name__}, got {value!r}")
+            if not math.isfinite(float(value)):
+                raise ConfigError(f"{name} must be finite, got {value!r}")
+            sections.setdefault(section, {})[name] = tp(value)
+        new_cfg = replace(self.cfg, **{s: replace(getattr(self.cfg, s), **kv) for s, kv in sections.items()})
+        validate(new_cfg)
+        self.cfg = new_cfg
+        if self.online is not None and "online" in sections:
+            self.online.cfg = new_cfg.online
+
+    # ------------------------------------------------------------------ crops
+    def _to_tensor(self, crop: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))[None].to(self.device)
+
+    def _search_side(self, image_shape: tuple[int, ...]) -> float:
+        t = self.cfg.tracker
+        side = geometry.context_size(self._size[0], self._size[1], t.context_amount) * t.search_size / t.template_size
+        if self._state == TrackState.LOST:
+            side = min(side * self._lost_growth, MAX_SEARCH_FRACTION * max(image_shape[0], image_shape[1]))
+        return side
+
+    # ------------------------------------------------------------------ init
+    def init(self, image: np.ndarray, box: Any) -> TrackResult:
+        """Start tracking the object in ``box`` (xywh).  A box partly outside is clipped; one wholly
+        outside or under 2 px raises InvalidBoxError.  Re-initialising while tracking is allowed."""
+        t_start = time.perf_counter()
+        image = check_image(image)
+        h_img, w_img = image.shape[:2]
+        box = geometry.clip_box_to_image(box, (w_img, h_img), self.cfg.tracker.min_box_size)
+        self._reset_state()
+        tcfg = self.cfg.tracker
+        self._center = np.array([box[0] + box[2] / 2, box[1] + box[3] / 2])
+        self._size = np.array([box[2], box[3]])
+        self._pad = image.reshape(-1, 3).mean(axis=0)
+
+        side_z = geometry.context_size(box[2], box[3], tcfg.context_amount)
+        crop_z, scale_z = geometry.crop_square(image, tuple(self._center), side_z, tcfg.template_size, self._pad)
+        box_z = geometry.image_to_crop(box, tuple(self._center), scale_z, tcfg.template_size)
+        box_z_xyxy = torch.as_tensor(geometry.xywh_to_xyxy(box_z), dtype=torch.float32, device=self.device)
+        self._template = self.net.init_target(self._to_tensor(crop_z), box_z_xyxy)
+
+        timings = {"template_ms": (time.perf_counter() - t_start) * 1e3}
+        if self._uses_discriminator():
+            self._init_discriminator(image, timings)
+        self._frame_index = 0
+        self._state = TrackState.TRACKING
+        timings["total"] = (time.perf_counter() - t_start) * 1e3
+        return TrackResult(box.copy(), 1.0, self._state, 0, timings, False, self._weights_version())
+
+    def _uses_discriminator(self) -> bool:
+        return self.cfg.online.enabled and self.cfg.crac.classifier in ("joint", "discriminator")
+
+    def _weights_version(self) -> int:
+        return self.online.version if self.online is not None else 0
+
+    def _init_discriminator(self, image: np.ndarray, timings: dict) -> None:
+        """Frame 1: 200 positives / 1000 negatives from the search region, with the RPN's strongest
+        distractors among the negatives, fitted with Gauss-Newton + CG (conv and fc)."""
+        t0 = time.perf_counter()
+        ocfg = self.cfg.online
+        tcfg = self.cfg.tracker
+        side = self._search_side(image.shape)
+        crop, scale = geometry.crop_square(image, tuple(self._center), side, tcfg.search_size, self._pad)
+        with torch.no_grad():
+            phi_x = self.net.extract(self._to_tensor(crop))
+            target = self._box_in_crop(scale)
+            boxes, labels = sample_boxes(target, ocfg.init_positives, ocfg.init_negatives, self._rng,
+                                         ocfg.positive_iou, ocfg.negative_iou, bounds=(tcfg.search_size, tcfg.search_size))
+            hard = self._hard_negative_boxes(phi_x, target, scale, count=ocfg.hard_negatives)
+            if len(hard):
+                # Hard negatives replace as many ordinary ones, keeping the paper's 200 / 1000.
+                boxes = np.concatenate([boxes[: len(boxes) - len(hard)], hard])
+                labels = np.concatenate([labels[: len(labels) - len(hard)], np.zeros(len(hard), np.float32)])
+            feats = self.net.pool(phi_x, torch.as_tensor(geometry.xywh_to_xyxy(boxes), dtype=torch.float32, device=self.device))
+        self.online = OnlineLearner(ocfg, self.net.pooler.out_channels, device=self.device, mode=self.mode,
+                                    spatial_size=self.net.pooler.output_size,
+                                    conv_channels=self.cfg.crac.discriminator_conv_channels,
+                                    fc_hidden=self.cfg.crac.discriminator_fc)
+        self.online.initialize(feats, torch.as_tensor(labels, device=self.device), frame_index=0)
+        timings["discriminator_init_ms"] = (time.perf_counter() - t0) * 1e3
+
+    def _box_in_crop(self, scale: float) -> np.ndarray:
+        box = np.array([self._center[0] - self._size[0] / 2, self._center[1] - self._size[1] / 2, *self._size])
+        return geometry.image_to_crop(box, tuple(self._center), scale, self.cfg.tracker.search_size)
+
+    def _hard_negative_boxes(self, phi_x: torch.Tensor, target_crop_xywh: np.ndarray, scale: float, count: int) -> np.ndarray:
+        """Strong RPN proposals that are not the target (look-alikes in the same frame)."""
+        if count <= 0:
+            return np.zeros((0, 4))
+        scores, boxes = self.net.rpn_outputs(self._template.kernels, phi_x)
+        props, c, _ = select_proposals(scores[0], boxes[0], max(self.cfg.rpn.num_proposals, count), self.cfg.rpn.nms_iou,
+                                       self.cfg.rpn.pre_nms_top_n)
+        props_xywh = geometry.xyxy_to_xywh(props.cpu().numpy().astype(np.float64))
+        ious = geometry.iou(props_xywh, target_crop_xywh[None, :], fmt="xywh")
+        keep = (ious <= self.cfg.online.negative_iou) & (c.cpu().numpy() >= HARD_NEGATIVE_SCORE)
+        return props_xywh[keep][:count]
+
+    # ------------------------------------------------------------------ track
+    def track(self, image: np.ndarray) -> TrackResult:
+        if self._template is None:
+            raise NotInitializedError("Tracker.track called before Tracker.init (give the target box first)")
+        image = check_image(image)
+        t_start = time.perf_counter()
+        timings: dict[str, float] = {}
+        self._frame_index += 1
+        frame = self._frame_index
+        if self.online is not None:
+            self.online.begin_frame(frame)
+        version = self._weights_version()
+        tcfg, ccfg = self.cfg.tracker, self.cfg.crac
+        h_img, w_img = image.shape[:2]
+        # A resized stream (or a centre that drifted out) is brought back inside the current frame.
+        self._center = np.clip(self._center, [0, 0], [w_img, h_img])
+
+        side = self._search_side(image.shape)
+        crop, scale = geometry.crop_square(image, tuple(self._center), side, tcfg.search_size, self._pad)
+        t0 = time.perf_counter()
+        timings["crop"] = (t0 - t_start) * 1e3
+        with torch.no_grad():
+            phi_x = self.net.extract(self._to_tensor(crop))
+            t1 = time.perf_counter()
+            timings["backbone"] = (t1 - t0) * 1e3
+            scores, boxes = self.net.rpn_outputs(self._template.kernels, phi_x)
+            ranked = self._rank_scores(scores[0], boxes[0], scale)
+            props, adjusted, idx = select_proposals(ranked, boxes[0], self.cfg.rpn.num_proposals,
+                                                    self.cfg.rpn.nms_iou, self.cfg.rpn.pre_nms_top_n)
+            raw_c = scores[0][idx]
+            t2 = time.perf_counter()
+            timings["rpn"] = (t2 - t1) * 1e3
+            ref = self.net.refine(phi_x, props, self._template.f_init, identify=ccfg.classifier != "discriminator")
+            t3 = time.perf_counter()
+            timings["crac"] = (t3 - t2) * 1e3
+            if self._uses_discriminator() and self.online is not None:
+                tau = self.online.score(ref.features)
+            else:
+                tau = torch.zeros_like(adjusted)
+            timings["discriminator"] = (time.perf_counter() - t3) * 1e3
+            if ccfg.classifier == "joint":
+                s = ccfg.alpha * ref.identity_prob + (1 - ccfg.alpha) * tau
+            elif ccfg.classifier == "identifier":
+                s = ref.identity_prob
+            else:
+                s = tau
+            final = ccfg.beta * s + (1 - ccfg.beta) * adjusted
+            best = int(torch.argmax(final))
+            confidence = float(final[best].clamp(0, 1))
+            chosen_crop = geometry.xyxy_to_xywh(ref.refined_xyxy[best].cpu().numpy().astype(np.float64))
+
+        self._update_state(confidence)
+        if self._state != TrackState.LOST or confidence >= tcfg.found_confidence:
+            if self._state == TrackState.LOST:
+                self._state = TrackState.TRACKING
+                self._low_count = 0
+            self._move_to(chosen_crop, scale, confidence, (w_img, h_img))
+        box = self.current_box((w_img, h_img))
+
+        updated = False
+        t4 = time.perf_counter()
+        if self.online is not None and self._uses_discriminator():
+            updated = self._online_step(frame, phi_x, props, adjusted, scale, confidence)
+        timings["update"] = (time.perf_counter() - t4) * 1e3
+        timings["total"] = (time.perf_counter() - t_start) * 1e3
+        details = {
+            "proposals_crop_xyxy": props.cpu().numpy(), "coarse": adjusted.cpu().numpy(), "rpn": raw_c.cpu().numpy(),
+            "identity": ref.identity_prob.cpu().numpy(), "tau": tau.cpu().numpy(), "final": final.cpu().numpy(),
+            "best": best, "search_side": side,
+        }
+        return TrackResult(box, confidence, self._state, frame, timings, updated, version, details)
+
+    def _rank_scores(self, scores: torch.Tensor, boxes_xyxy: torch.Tensor, scale: float) -> torch.Tensor:
+        """SiamRPN's scale/aspect-change penalty and cosine window: c_i of Eq. 10."""
+        tcfg = self.cfg.tracker
+        b = geometry.xyxy_to_cxcywh(boxes_xyxy).cpu().numpy()
+        w = np.maximum(b[:, 2], 1e-3)
+        h = np.maximum(b[:, 3], 1e-3)
+        tw, th = self._size * scale
+        s_c = _change(geometry.context_size(w, h, tcfg.context_amount) / geometry.context_size(tw, th, tcfg.context_amount))
+        r_c = _change((tw / th) / (w / h))
+        penalty = np.exp(-(r_c * s_c - 1.0) * tcfg.scale_penalty_k)
+        p = scores.cpu().numpy() * penalty
+        # When the target is lost the motion prior is wrong by definition: search the region evenly.
+        wi = 0.0 if self._state == TrackState.LOST else tcfg.window_influence
+        ranked = p * (1 - wi) + self._window * wi
+        return torch.as_tensor(ranked, dtype=scores.dtype, device=scores.device)
+
+    def _update_state(self, confidence: float) -> None:
+        tcfg = self.cfg.tracker
+        if confidence < tcfg.lost_confidence:
+            self._low_count += 1
+        else:
+            self._low_count = 0
+        if self._state == TrackState.LOST:
+            self._lost_growth = self._lost_growth * tcfg.lost_search_growth
+            return
+        if self._low_count >= tcfg.lost_frames:
+            self._state = TrackState.LOST
+            self._lost_growth = tcfg.lost_search_growth
+        elif confidence < tcfg.low_confidence:
+            self._state = TrackState.LOW_CONFIDENCE
+        else:
+            self._state = TrackState.TRACKING
+
+    def _move_to(self, chosen_crop_xywh: np.ndarray, scale: float, confidence: float, image_size: tuple[int, int]) -> None:
+        """Centre follows the chosen box; size is smoothed with a rate scaled by the confidence."""
+        tcfg = self.cfg.tracker
+        box = geometry.crop_to_image(chosen_crop_xywh, tuple(self._center), scale, tcfg.search_size)
+        lr = tcfg.size_lr * confidence
+        w_img, h_img = image_size
+        self._center = np.array([box[0] + box[2] / 2, box[1] + box[3] / 2])
+        self._center = np.clip(self._center, [0, 0], [w_img, h_img])
+        new_size = self._size * (1 - lr) + np.array([box[2], box[3]]) * lr
+        min_side = tcfg.min_box_size
+        self._size = np.clip(new_size, [min_side, min_side], [max(w_img, min_side), max(h_img, min_side)])
+        self._lost_growth = 1.0
+
+    def current_box(self, image_size: tuple[int, int]) -> np.ndarray:
+        """The tracked box, xywh, clipped to the image (the reported box never leaves the frame)."""
+        w_img, h_img = image_size
+        x1, y1 = self._center - self._size / 2
+        x2, y2 = self._center + self._size / 2
+        x1, x2 = np.clip([x1, x2], 0, w_img)
+        y1, y2 = np.clip([y1, y2], 0, h_img)
+        return np.array([x1, y1, max(x2 - x1, 0.0), max(y2 - y1, 0.0)])
+
+    def _online_step(self, frame: int, phi_x: torch.Tensor, props: torch.Tensor, coarse: torch.Tensor,
+                     scale: float, confidence: float) -> bool:
+        """Collect samples every K frames (cheap, here) and let the learner decide on an update."""
+        ocfg = self.cfg.online
+        if frame % ocfg.update_interval == 0 and self._state == TrackState.TRACKING:
+            tcfg = self.cfg.tracker
+            target = self._box_in_crop(scale)
+            boxes, labels = sample_boxes(target, ocfg.update_positives, ocfg.update_negatives, self._rng,
+                                         ocfg.positive_iou, ocfg.negative_iou, bounds=(tcfg.search_size, tcfg.search_size))
+            props_xywh = geometry.xyxy_to_xywh(props.cpu().numpy().astype(np.float64))
+            ious = geometry.iou(props_xywh, target[None, :], fmt="xywh")
+            hard = props_xywh[(ious <= ocfg.negative_iou) & (coarse.cpu().numpy() >= HARD_NEGATIVE_SCORE)]
+            if len(hard):
+                boxes = np.concatenate([boxes, hard])
+                labels = np.concatenate([labels, np.zeros(len(hard), np.float32)])
+            with torch.no_grad():
+                feats = self.net.pool(phi_x, torch.as_tensor(geometry.xywh_to_xyxy(boxes), dtype=torch.float32, device=self.device))
+            self.online.add_samples(frame, feats, torch.as_tensor(labels, device=self.device),
+                                    reliable=confidence >= ocfg.reliable_score)
+        return self.online.maybe_update(frame, confidence)
+
+    def __enter__(self) -> "Tracker":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
