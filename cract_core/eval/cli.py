@@ -1,0 +1,141 @@
+"""cract-eval: run trackers over benchmark sequences, score them, write results, plots and a table.
+
+    cract-eval --sequences ../shared/data/sequences --only otb_bird2,otb_woman \
+               --trackers cract,csrt,kcf --jobs 1 --out runs/eval
+    python -m cract_core.eval.cli --help
+
+Exit status: 0 when every tracker ran on every sequence, 1 when some sequence raised (its error
+is in the table and summary.json), 2 for a bad command line, a missing folder, an unknown tracker
+or a folder that is not in the benchmark's layout.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Optional, Sequence as Seq
+
+from cract_core.eval import datasets, metrics, plots, runner, submission
+from cract_core.eval import trackers as trk
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cract-eval",
+        description="Evaluate trackers (cract and OpenCV baselines) on benchmark sequences.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--sequences", required=True, type=Path, help="benchmark root or a folder of sequences")
+    p.add_argument("--benchmark", choices=datasets.BENCHMARKS, default=None,
+                   help="layout of --sequences (default: detected from its files)")
+    p.add_argument("--only", default=None, help="comma-separated sequence names to run")
+    p.add_argument("--trackers", default="csrt", help=f"comma-separated; known: {', '.join(sorted(trk.REGISTRY))}")
+    p.add_argument("--config", default=None, help="cract experiment YAML (default: the packaged default)")
+    p.add_argument("--checkpoint", default=None, help="cract heads checkpoint (default: the config's)")
+    p.add_argument("--device", default="auto", help="cract device: auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--ablation", action="append", default=[],
+                   help="cract ablation (paper Tables 7-9), repeatable: refinement=cascade|parallel, "
+                        "classifier=joint|identifier|discriminator, pooling=pyramid|single")
+    p.add_argument("--nanotrack-backbone", default=None, help="NanoTrack backbone ONNX file")
+    p.add_argument("--nanotrack-neckhead", default=None, help="NanoTrack neck-head ONNX file")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="sequences run in parallel processes; speed is only reported with --jobs 1")
+    p.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads per process (default: cores / jobs)")
+    p.add_argument("--max-frames", type=int, default=None, help="run only the first N frames of each sequence")
+    p.add_argument("--protocol", choices=("ope", "reset"), default=None,
+                   help="one-pass, or VOT's reset protocol (default: reset for vot, ope otherwise)")
+    p.add_argument("--convention", choices=("exclude", "otb_toolkit"), default="exclude",
+                   help="how absent frames and empty predictions are scored (see cract_core/eval/metrics.py)")
+    p.add_argument("--eao-interval", default=f"{metrics.VOT2018_EAO_INTERVAL[0]},{metrics.VOT2018_EAO_INTERVAL[1]}",
+                   help="EAO sequence-length interval LOW,HIGH (VOT2018: 100,356)")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _fail(msg: str) -> int:
+    print(f"cract-eval: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Optional[Seq[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    names = [n.strip() for n in args.trackers.split(",") if n.strip()]
+    if not names:
+        return _fail("--trackers names no tracker")
+    try:
+        trk.check_names(names)
+        ablations = trk.parse_ablations(args.ablation)
+    except ValueError as exc:
+        return _fail(str(exc))
+    if ablations and "cract" not in names:
+        return _fail("--ablation applies to the cract tracker; add cract to --trackers")
+    if args.jobs < 1:
+        return _fail(f"--jobs must be >= 1, got {args.jobs}")
+    if args.max_frames is not None and args.max_frames < 2:
+        return _fail(f"--max-frames must be >= 2 (the first frame only initialises), got {args.max_frames}")
+    try:
+        low, high = (int(v) for v in args.eao_interval.split(","))
+    except ValueError:
+        return _fail(f"--eao-interval must be LOW,HIGH, got {args.eao_interval!r}")
+    if not args.sequences.exists():
+        return _fail(f"sequences folder {args.sequences} does not exist")
+
+    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    try:
+        benchmark = args.benchmark or datasets.detect_benchmark(args.sequences)
+        seqs = datasets.load_sequences(args.sequences, benchmark, only)
+    except (OSError, ValueError) as exc:
+        return _fail(str(exc))
+    seqs = [s.head(args.max_frames) for s in seqs]
+    protocol = args.protocol or ("reset" if benchmark == "vot" else "ope")
+
+    options = {
+        "config": args.config,
+        "checkpoint": args.checkpoint,
+        "device": args.device,
+        "ablations": ablations,
+        "nanotrack_backbone": args.nanotrack_backbone,
+        "nanotrack_neckhead": args.nanotrack_neckhead,
+    }
+    # Build every tracker once here, so a missing model file or module is one clear error up
+    # front rather than the same failure in every worker.
+    for name in names:
+        opts = dict(options) if name == "cract" else {k: v for k, v in options.items() if k != "ablations"}
+        try:
+            t = trk.create(name, **opts)
+        except Exception as exc:
+            return _fail(f"cannot build tracker {name}: {exc}")
+        close = getattr(t, "close", None)
+        if callable(close):
+            close()
+
+    jobs = min(args.jobs, len(seqs) * len(names))
+    threads = args.threads or max(1, (os.cpu_count() or 1) // jobs)
+    tasks = runner.make_tasks(names, options, seqs, protocol, threads)
+    print(f"cract-eval: {len(names)} tracker(s) x {len(seqs)} {benchmark} sequence(s), protocol {protocol}, "
+          f"jobs {jobs}, threads {threads}", file=sys.stderr)
+    results = runner.run_all(tasks, jobs=jobs, progress=not args.no_progress)
+
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    runner.write_results(out, results)
+    summary = runner.summarize(
+        results, seqs, jobs=jobs, threads=threads, benchmark=benchmark, sequences_dir=str(args.sequences),
+        protocol=protocol, convention=args.convention, max_frames=args.max_frames, eao_interval=(low, high),
+    )
+    runner.write_summary(out, summary)
+    plots.plot_success(summary, out / "success.png")
+    plots.plot_precision(summary, out / "precision.png")
+    submission.write_submission(out / "submission", "vot" if protocol == "reset" else benchmark, results)
+    table = runner.format_table(summary)
+    (out / "table.txt").write_text(table + "\n")
+    print(table)
+    print(f"results in {out}", file=sys.stderr)
+    return 1 if any(r.error for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

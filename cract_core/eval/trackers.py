@@ -1,0 +1,266 @@
+"""Trackers behind one small interface, and a registry by name.
+
+Interface (the got10k toolkit's, which every baseline here fits)::
+
+    tracker.init(image_bgr, box_xywh) -> None
+    tracker.update(image_bgr) -> box_xywh            or   (box_xywh, confidence)
+    tracker.close() -> None                          optional: release threads / files
+
+Images are uint8 BGR, boxes ``x, y, w, h`` floats in the benchmark's coordinates.  A tracker
+that has no box for a frame returns NaNs (scored as IoU 0).  OpenCV's trackers report a lost
+target with ``ok=False``; we then keep their last box with confidence 0, because one-pass
+evaluation needs a box every frame and that is what a user's controller would hold.
+
+Registered names: ``cract`` (this project's tracker; any config / checkpoint, ablation
+overrides), ``csrt``, ``kcf``, ``mil`` (OpenCV contrib, the new ``cv2.TrackerX_create`` API of
+OpenCV >= 4.5.1) and ``nanotrack`` (``cv2.TrackerNano`` with its two ONNX files).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional, Protocol, Union
+
+import cv2
+import numpy as np
+
+from cract_core import geometry
+
+UpdateResult = Union[np.ndarray, tuple[np.ndarray, Optional[float]]]
+
+# Paper Tables 7-9: the only config fields an ablation flag may change, and their values.
+ABLATION_FIELDS = {
+    "refinement": ("cascade", "parallel"),
+    "classifier": ("joint", "identifier", "discriminator"),
+    "pooling": ("pyramid", "single"),
+}
+
+
+class UnknownTrackerError(ValueError):
+    """A tracker name that is not registered."""
+
+
+class TrackerUnavailableError(RuntimeError):
+    """A registered tracker that cannot be built here (missing model files, module not there yet)."""
+
+
+class EvalTracker(Protocol):
+    name: str
+
+    def init(self, image: np.ndarray, box: np.ndarray) -> None: ...
+
+    def update(self, image: np.ndarray) -> UpdateResult: ...
+
+
+def split_result(result: UpdateResult) -> tuple[np.ndarray, Optional[float]]:
+    """(box, confidence) from whatever update() returned."""
+    if isinstance(result, tuple) and len(result) == 2 and (result[1] is None or np.isscalar(result[1])):
+        box, conf = result
+    else:
+        box, conf = result, None
+    box = np.asarray(box, dtype=np.float64).reshape(-1)
+    if box.size != 4:
+        raise ValueError(f"tracker returned {box.size} numbers, expected a box x, y, w, h")
+    return box, (None if conf is None else float(conf))
+
+
+# ------------------------------------------------------------------------------ OpenCV trackers
+
+
+class OpenCVTracker:
+    """CSRT / KCF / MIL / NanoTrack through OpenCV's Tracker API (init -> None, update -> (ok, rect))."""
+
+    def __init__(self, name: str, factory: Callable[[], Any]):
+        self.name = name
+        self._factory = factory
+        self._tracker: Any = None
+        self._last = np.full(4, np.nan)
+
+    def init(self, image: np.ndarray, box: np.ndarray) -> None:
+        h, w = image.shape[:2]
+        # OpenCV's trackers take an integer Rect inside the image; clip first so a box that
+        # pokes out of the frame (allowed by the benchmarks) does not make them throw.
+        b = geometry.clip_box_to_image(box, (w, h), min_size=1.0)
+        rect = (int(round(b[0])), int(round(b[1])), max(1, int(round(b[2]))), max(1, int(round(b[3]))))
+        self._tracker = self._factory()  # a fresh object: OpenCV trackers keep state across init calls
+        self._tracker.init(image, rect)
+        self._last = np.asarray(box, dtype=np.float64).copy()
+
+    def update(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        if self._tracker is None:
+            raise RuntimeError(f"{self.name}: update() before init()")
+        ok, rect = self._tracker.update(image)
+        if ok:
+            self._last = np.asarray(rect, dtype=np.float64)
+            score = getattr(self._tracker, "getTrackingScore", None)
+            return self._last.copy(), float(score()) if callable(score) else 1.0
+        return self._last.copy(), 0.0
+
+    def close(self) -> None:
+        self._tracker = None
+
+
+def _opencv_factory(attr: str) -> Callable[[], Any]:
+    fn = getattr(cv2, attr, None)
+    if fn is None and hasattr(cv2, "legacy"):
+        # OpenCV < 4.5.1 or a build without the new API: the legacy module has the same trackers.
+        fn = getattr(cv2.legacy, attr, None)
+    if fn is None:
+        raise TrackerUnavailableError(f"this OpenCV ({cv2.__version__}) has no {attr}; install opencv-contrib-python-headless")
+    return fn
+
+
+def make_csrt(**_: Any) -> OpenCVTracker:
+    return OpenCVTracker("csrt", _opencv_factory("TrackerCSRT_create"))
+
+
+def make_kcf(**_: Any) -> OpenCVTracker:
+    return OpenCVTracker("kcf", _opencv_factory("TrackerKCF_create"))
+
+
+def make_mil(**_: Any) -> OpenCVTracker:
+    return OpenCVTracker("mil", _opencv_factory("TrackerMIL_create"))
+
+
+def make_nanotrack(
+    nanotrack_backbone: Optional[str] = None, nanotrack_neckhead: Optional[str] = None, **_: Any
+) -> OpenCVTracker:
+    """NanoTrack needs its backbone and neck-head ONNX files (OpenCV's samples name them
+    nanotrack_backbone_sim.onnx and nanotrack_head_sim.onnx)."""
+    if not nanotrack_backbone or not nanotrack_neckhead:
+        raise TrackerUnavailableError(
+            "nanotrack needs its model files: --nanotrack-backbone PATH.onnx --nanotrack-neckhead PATH.onnx"
+        )
+    for label, p in (("backbone", nanotrack_backbone), ("neck-head", nanotrack_neckhead)):
+        if not Path(p).is_file():
+            raise TrackerUnavailableError(f"nanotrack {label} model {p} does not exist")
+    if not hasattr(cv2, "TrackerNano_Params"):
+        raise TrackerUnavailableError(f"this OpenCV ({cv2.__version__}) has no TrackerNano")
+
+    def factory() -> Any:
+        params = cv2.TrackerNano_Params()
+        params.backbone = str(nanotrack_backbone)
+        params.neckhead = str(nanotrack_neckhead)
+        return cv2.TrackerNano_create(params)
+
+    factory()  # load once now, so a broken model file is reported before any sequence runs
+    return OpenCVTracker("nanotrack", factory)
+
+
+# ---------------------------------------------------------------------------------------- cract
+
+
+def parse_ablations(items: Optional[list[str]]) -> dict[str, str]:
+    """``["refinement=parallel", "classifier=identifier"]`` (or comma-joined) -> {field: value}, checked."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        for part in str(item).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            key, sep, value = part.partition("=")
+            key, value = key.strip(), value.strip()
+            if key.startswith("crac."):
+                key = key[5:]
+            if not sep or key not in ABLATION_FIELDS:
+                raise ValueError(
+                    f"bad ablation {part!r}: expected one of "
+                    + ", ".join(f"{k}={'|'.join(v)}" for k, v in ABLATION_FIELDS.items())
+                )
+            if value not in ABLATION_FIELDS[key]:
+                raise ValueError(f"bad ablation {part!r}: {key} must be one of {', '.join(ABLATION_FIELDS[key])}")
+            out[key] = value
+    return out
+
+
+def ablation_suffix(ablations: dict[str, str]) -> str:
+    """A file-system-safe name suffix, so ablation runs land in their own OUT/<tracker>/ folders."""
+    return "".join(f"-{k}_{v}" for k, v in sorted(ablations.items()))
+
+
+def build_cract_config(config: Optional[str] = None, ablations: Optional[dict[str, str]] = None) -> Any:
+    """Load an experiment config (the default when None) and apply ablation overrides to ``crac``.
+
+    Goes through config_from_dict so that the config module's own type and range checks apply.
+    """
+    from cract_core import config as cfgmod  # lazy: keeps the baselines free of torch imports
+
+    cfg = cfgmod.load_config(config) if config else cfgmod.load_config(cfgmod.default_config_path())
+    if ablations:
+        data = cfgmod.to_dict(cfg)
+        data["crac"].update(ablations)
+        source = cfg.source
+        cfg = cfgmod.config_from_dict(data)
+        cfg.source = source  # relative checkpoint paths still resolve against the original file
+    return cfg
+
+
+class CractTracker:
+    """Adapter over cract_core.tracker.Tracker (synchronous mode: deterministic for evaluation)."""
+
+    def __init__(
+        self,
+        config: Optional[str] = None,
+        checkpoint: Optional[str] = None,
+        device: str = "auto",
+        ablations: Optional[dict[str, str]] = None,
+        **_: Any,
+    ):
+        try:
+            from cract_core.tracker import Tracker  # lazy: the tracker module may land after this one
+        except ImportError as exc:
+            raise TrackerUnavailableError(f"the cract tracker cannot be imported (cract_core.tracker): {exc}") from exc
+        self.ablations = dict(ablations or {})
+        self.name = "cract" + ablation_suffix(self.ablations)
+        cfg = build_cract_config(config, self.ablations)
+        self._tracker = Tracker.from_config(cfg, checkpoint=checkpoint, device=device, mode="sync")
+
+    def init(self, image: np.ndarray, box: np.ndarray) -> None:
+        self._tracker.init(image, np.asarray(box, dtype=np.float64))
+
+    def update(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        res = self._tracker.track(image)
+        return np.asarray(res.box, dtype=np.float64), float(res.confidence)
+
+    def close(self) -> None:
+        close = getattr(self._tracker, "close", None)
+        if callable(close):
+            close()
+
+
+def make_cract(**kw: Any) -> CractTracker:
+    return CractTracker(**kw)
+
+
+# ------------------------------------------------------------------------------------- registry
+
+REGISTRY: dict[str, Callable[..., EvalTracker]] = {
+    "cract": make_cract,
+    "csrt": make_csrt,
+    "kcf": make_kcf,
+    "mil": make_mil,
+    "nanotrack": make_nanotrack,
+}
+
+
+def register(name: str, factory: Callable[..., EvalTracker]) -> None:
+    """Add a tracker (a factory taking the CLI's keyword options) under ``name``."""
+    REGISTRY[name] = factory
+
+
+def check_names(names: list[str]) -> None:
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise UnknownTrackerError(f"unknown tracker {', '.join(unknown)}; known: {', '.join(sorted(REGISTRY))}")
+
+
+def create(name: str, **options: Any) -> EvalTracker:
+    """Build a registered tracker; options the factory does not use are ignored."""
+    check_names([name])
+    return REGISTRY[name](**options)
+
+
+def result_name(name: str, options: dict) -> str:
+    """The folder / summary name a tracker's results go under (ablations make cract's distinct)."""
+    if name == "cract" and options.get("ablations"):
+        return "cract" + ablation_suffix(options["ablations"])
+    return name
