@@ -395,12 +395,13 @@ def format_table(summary: dict) -> str:
     if seqs and not reset:
         lines.append("")
         key = "auc"
-        lines.append(f"{'AUC / P@20 per sequence':<24} " + " ".join(f"{n[:15]:>15}" for n in names))
+        widths = [max(15, len(n)) for n in names]
+        lines.append(f"{'AUC / P@20 per sequence':<24} " + " ".join(f"{n:>{w}}" for n, w in zip(names, widths)))
         for s in seqs:
             cells = []
-            for n in names:
+            for n, w in zip(names, widths):
                 e = summary["trackers"][n]["sequences"].get(s)
-                cells.append(f"{'error' if e is None else _cell(e[key], '.3f') + ' / ' + _cell(e['prec20'], '.3f'):>15}")
+                cells.append(f"{'error' if e is None else _cell(e[key], '.3f') + ' / ' + _cell(e['prec20'], '.3f'):>{w}}")
             lines.append(f"{s:<24} " + " ".join(cells))
     for n, t in summary["trackers"].items():
         for s, msg in t.get("errors", {}).items():
