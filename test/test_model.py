@@ -1,0 +1,239 @@
+"""CRACTNet: batch vs one-at-a-time refinement, training losses, head checkpoints, BN folding,
+ablation switches, and the inference path's shapes."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from cract_core import geometry
+from cract_core.config import ExperimentConfig, config_from_dict
+from cract_core.model import CRACTNet, Refinement
+
+
+def _randomise_heads(net: CRACTNet, seed: int) -> CRACTNet:
+    """Give R a non-zero output layer and every head BN non-trivial statistics, so that comparisons
+    between two paths cannot pass just because an output is identically zero."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for head in CRACTNet.HEAD_MODULES:
+            for m in getattr(net, head).modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    # scale near 1 (not near 0, or the features after it would vanish)
+                    m.weight.copy_(1.0 + 0.1 * torch.randn(m.weight.shape, generator=gen))
+                    m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=gen))
+                    m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=gen))
+                    m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+                elif isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                    fan_in = m.weight[0].numel()
+                    m.weight.copy_(torch.randn(m.weight.shape, generator=gen) / fan_in**0.5)
+                    if m.bias is not None:
+                        m.bias.copy_(0.05 * torch.randn(m.bias.shape, generator=gen))
+        # R's output layer is zero at construction; small but non-zero offsets here
+        net.regressor.out.weight.mul_(0.3)
+    return net
+
+
+def _crops(batch: int, size: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    # Smooth-ish random crops (a coarse pattern upsampled) so that features are not pure noise.
+    coarse = torch.randint(0, 256, (batch, 3, size // 16 + 1, size // 16 + 1), generator=gen).float()
+    return torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False).to(torch.uint8)
+
+
+@pytest.fixture(scope="module")
+def net() -> CRACTNet:
+    torch.manual_seed(0)
+    return _randomise_heads(CRACTNet(ExperimentConfig()), 1).eval()
+
+
+@pytest.fixture(scope="module")
+def search_features(net: CRACTNet) -> torch.Tensor:
+    with torch.no_grad():
+        return net.extract(_crops(2, 255, 2))
+
+
+@pytest.fixture(scope="module")
+def template_state(net: CRACTNet):
+    # Target 64 x 64 at the template crop's centre: xyxy (31.5, 31.5, 95.5, 95.5).
+    return net.init_target(_crops(1, 127, 3), torch.tensor([31.5, 31.5, 95.5, 95.5]))
+
+
+def _boxes(k: int, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    c = torch.rand(k, 2, generator=gen) * 160 + 48
+    wh = torch.rand(k, 2, generator=gen) * 80 + 20
+    return geometry.cxcywh_to_xyxy(torch.cat([c, wh], dim=1))
+
+
+def test_shapes_of_the_inference_path(net: CRACTNet, search_features: torch.Tensor, template_state) -> None:
+    assert net.score_size == 9 and net.anchors.shape == (405, 4)
+    assert search_features.shape == (2, 128, 16, 16)
+    assert template_state.f_init.shape == (1, 384, 6, 6)
+    scores, boxes = net.rpn_outputs(template_state.kernels, search_features[:1])
+    assert scores.shape == (1, 405) and boxes.shape == (1, 405, 4)
+    assert torch.all((scores >= 0) & (scores <= 1))
+    props, c, adjusted, all_scores = net.propose(search_features[:1], template_state)
+    assert props.shape == (10, 4) and c.shape == (10,) and adjusted.shape == (10,)
+    torch.testing.assert_close(all_scores, scores[0])
+    assert torch.all(adjusted[:-1] >= adjusted[1:])  # ranked by the (here unadjusted) score
+
+
+def test_refine_batch_equals_one_at_a_time(net: CRACTNet, search_features: torch.Tensor, template_state) -> None:
+    phi = search_features[:1]
+    boxes = _boxes(10, 4)
+    with torch.no_grad():
+        batch = net.refine(phi, boxes, template_state.f_init)
+        assert torch.count_nonzero(batch.offsets) > 0  # R really moves the boxes here
+        for i in range(10):
+            one = net.refine(phi, boxes[i : i + 1], template_state.f_init)
+            torch.testing.assert_close(one.offsets[0], batch.offsets[i], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(one.refined_xyxy[0], batch.refined_xyxy[i], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(one.features[0], batch.features[i], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(one.identity_prob[0], batch.identity_prob[i], atol=1e-5, rtol=1e-5)
+
+
+def test_refine_with_batch_index_equals_per_crop(net: CRACTNet, search_features: torch.Tensor) -> None:
+    # The training path: proposals of two crops in one call, each with its own f_init.
+    f_init = torch.randn(2, 384, 6, 6, generator=torch.Generator().manual_seed(5)).relu()
+    boxes = _boxes(6, 6)
+    bidx = torch.tensor([0, 1, 1, 0, 1, 0])
+    with torch.no_grad():
+        mixed = net.refine(search_features, boxes, f_init, bidx)
+        for crop in (0, 1):
+            rows = torch.nonzero(bidx == crop).flatten()
+            alone = net.refine(search_features[crop : crop + 1], boxes[rows], f_init[crop : crop + 1])
+            torch.testing.assert_close(alone.refined_xyxy, mixed.refined_xyxy[rows], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(alone.identity_prob, mixed.identity_prob[rows], atol=1e-5, rtol=1e-5)
+
+
+def test_refined_box_follows_eq4(net: CRACTNet, search_features: torch.Tensor, template_state) -> None:
+    boxes = _boxes(4, 7)
+    with torch.no_grad():
+        ref = net.refine(search_features[:1], boxes, template_state.f_init)
+    torch.testing.assert_close(ref.refined_xyxy, geometry.decode_offsets(boxes, ref.offsets, fmt="xyxy"))
+    # cascade: classification features are pooled at the re-aligned boxes
+    torch.testing.assert_close(ref.features, net.pool(search_features[:1], ref.refined_xyxy), atol=1e-5, rtol=1e-5)
+
+
+def test_r_initial_offsets_are_zero(search_features: torch.Tensor) -> None:
+    torch.manual_seed(0)
+    fresh = CRACTNet(ExperimentConfig()).eval()
+    with torch.no_grad():
+        phi = fresh.extract(_crops(1, 255, 2))
+        state = fresh.init_target(_crops(1, 127, 3), torch.tensor([31.5, 31.5, 95.5, 95.5]))
+        boxes = _boxes(10, 8)
+        ref = fresh.refine(phi, boxes, state.f_init)
+    assert torch.count_nonzero(ref.offsets) == 0
+    torch.testing.assert_close(ref.refined_xyxy, boxes)
+
+
+def test_parallel_refinement_classifies_unaligned_features(net: CRACTNet, search_features: torch.Tensor, template_state) -> None:
+    par = copy.deepcopy(net)
+    par.cfg = copy.deepcopy(net.cfg)
+    par.cfg.crac.refinement = "parallel"
+    boxes = _boxes(5, 9)
+    with torch.no_grad():
+        ref = par.refine(search_features[:1], boxes, template_state.f_init)
+    torch.testing.assert_close(ref.features, par.pool(search_features[:1], boxes))
+    assert torch.count_nonzero(ref.offsets) > 0  # R still runs; only the alignment is skipped
+
+
+def test_single_pooling_ablation_shapes() -> None:
+    cfg = config_from_dict({"backbone": {"weights": "none"}, "crac": {"pooling": "single"}})
+    net = CRACTNet(cfg).eval()
+    state = net.init_target(_crops(1, 127, 3), torch.tensor([31.5, 31.5, 95.5, 95.5]))
+    assert state.f_init.shape == (1, 128, 6, 6)
+    with torch.no_grad():
+        ref = net.refine(net.extract(_crops(1, 255, 2)), _boxes(3, 1), state.f_init)
+    assert ref.features.shape == (3, 128, 6, 6) and ref.identity_prob.shape == (3,)
+
+
+def _tiny_batch() -> dict:
+    # Pair 0 positive: target 64 x 64 at the template centre and at (100, 120) in the search crop.
+    # Pair 1 negative (another object in the search crop).
+    return {
+        "template": _crops(2, 127, 10),
+        "search": _crops(2, 255, 11),
+        "template_box": torch.tensor([[31.5, 31.5, 64.0, 64.0], [31.5, 40.0, 64.0, 48.0]]),
+        "search_box": torch.tensor([[100.0, 120.0, 64.0, 64.0], [80.0, 90.0, 70.0, 50.0]]),
+        "positive": torch.tensor([True, False]),
+    }
+
+
+def test_compute_losses_tiny_batch() -> None:
+    torch.manual_seed(0)
+    net = _randomise_heads(CRACTNet(ExperimentConfig()), 2).train_mode()
+    assert not net.backbone.training and net.rpn.training  # frozen backbone keeps ImageNet BN stats
+    losses = net.compute_losses(_tiny_batch(), torch.Generator().manual_seed(0))
+    assert set(losses) == {"total", "rpn_cls", "rpn_reg", "reg", "ide"}
+    for name, value in losses.items():
+        assert value.dim() == 0 and torch.isfinite(value), name
+    torch.testing.assert_close(losses["total"], losses["rpn_cls"] + losses["rpn_reg"] + losses["reg"] + losses["ide"])
+    # the positive pair has positive anchors and jittered boxes with IoU >= 0.5, so each part is active
+    for name in ("rpn_cls", "rpn_reg", "reg", "ide"):
+        assert losses[name] > 0, name
+    losses["total"].backward()
+    for mod in ("neck", "rpn", "regressor", "identifier"):
+        grads = [p.grad for p in getattr(net, mod).parameters()]
+        assert any(g is not None and torch.count_nonzero(g) > 0 for g in grads), mod
+    assert all(p.grad is None for p in net.backbone.parameters())
+
+
+def test_compute_losses_all_negative_batch_is_finite() -> None:
+    torch.manual_seed(0)
+    net = CRACTNet(config_from_dict({"backbone": {"weights": "none"}})).train_mode()
+    batch = _tiny_batch()
+    batch["positive"] = torch.tensor([False, False])
+    losses = net.compute_losses(batch, torch.Generator().manual_seed(0))
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert losses["rpn_reg"] == 0 and losses["reg"] == 0  # nothing to regress in negative pairs
+
+
+def test_head_state_dict_round_trip(net: CRACTNet, search_features: torch.Tensor, template_state) -> None:
+    state = net.head_state_dict()
+    assert state and all(k.split(".")[0] in CRACTNet.HEAD_MODULES for k in state)  # frozen backbone not saved
+    torch.manual_seed(123)
+    other = CRACTNet(ExperimentConfig()).eval()
+    boxes = _boxes(10, 12)
+    with torch.no_grad():
+        before = other.refine(search_features[:1], boxes, template_state.f_init)
+        other.load_head_state_dict({k: v.clone() for k, v in state.items()})
+        expected: Refinement = net.refine(search_features[:1], boxes, template_state.f_init)
+        got = other.refine(search_features[:1], boxes, template_state.f_init)
+        assert not torch.equal(before.identity_prob, expected.identity_prob)  # the load changed something
+        for field in ("offsets", "refined_xyxy", "features", "identity_prob"):
+            assert torch.equal(getattr(got, field), getattr(expected, field)), field
+        # the whole inference path, from crops
+        crop_z, crop_x = _crops(1, 127, 3), _crops(1, 255, 2)
+        s1 = net.init_target(crop_z, torch.tensor([31.5, 31.5, 95.5, 95.5]))
+        s2 = other.init_target(crop_z, torch.tensor([31.5, 31.5, 95.5, 95.5]))
+        assert torch.equal(s1.f_init, s2.f_init)
+        p1 = net.propose(net.extract(crop_x), s1)
+        p2 = other.propose(other.extract(crop_x), s2)
+        for a, b in zip(p1, p2):
+            assert torch.equal(a, b)
+
+
+def test_load_head_state_dict_rejects_misfits(net: CRACTNet) -> None:
+    state = net.head_state_dict()
+    missing = dict(state)
+    del missing["identifier.out.bias"]
+    with pytest.raises(KeyError, match="identifier.out.bias"):
+        copy.deepcopy(net).load_head_state_dict(missing)
+    extra = dict(state)
+    extra["regressor.extra"] = torch.zeros(1)
+    with pytest.raises(KeyError, match="regressor.extra"):
+        copy.deepcopy(net).load_head_state_dict(extra)
+
+
+def test_fuse_for_inference_keeps_phi34(net: CRACTNet) -> None:
+    fused = copy.deepcopy(net).fuse_for_inference()
+    assert not fused.training
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.backbone.modules())
+    crops = _crops(2, 255, 13)
+    with torch.no_grad():
+        a = net.extract(crops)
+        b = fused.extract(crops)
+    torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
