@@ -9,7 +9,8 @@ Interface (the got10k toolkit's, which every baseline here fits)::
 Images are uint8 BGR, boxes ``x, y, w, h`` floats in the benchmark's coordinates.  A tracker
 that has no box for a frame returns NaNs (scored as IoU 0).  OpenCV's trackers report a lost
 target with ``ok=False``; we then keep their last box with confidence 0, because one-pass
-evaluation needs a box every frame and that is what a user's controller would hold.
+evaluation needs a box every frame and that is what a user's controller would hold.  Otherwise
+the confidence is None for CSRT/KCF/MIL (they have no score) and NanoTrack's score.
 
 Registered names: ``cract`` (this project's tracker; any config / checkpoint, ablation
 overrides), ``csrt``, ``kcf``, ``mil`` (OpenCV contrib, the new ``cv2.TrackerX_create`` API of
@@ -85,14 +86,17 @@ class OpenCVTracker:
         self._tracker.init(image, rect)
         self._last = np.asarray(box, dtype=np.float64).copy()
 
-    def update(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+    def update(self, image: np.ndarray) -> tuple[np.ndarray, Optional[float]]:
         if self._tracker is None:
             raise RuntimeError(f"{self.name}: update() before init()")
         ok, rect = self._tracker.update(image)
         if ok:
             self._last = np.asarray(rect, dtype=np.float64)
-            score = getattr(self._tracker, "getTrackingScore", None)
-            return self._last.copy(), float(score()) if callable(score) else 1.0
+            # Only NanoTrack (and the DNN trackers) score their output; CSRT/KCF/MIL return -1
+            # from getTrackingScore in OpenCV 5, which means "no confidence", not a low one.
+            getter = getattr(self._tracker, "getTrackingScore", None)
+            score = float(getter()) if callable(getter) else -1.0
+            return self._last.copy(), (score if 0.0 <= score <= 1.0 else None)
         return self._last.copy(), 0.0
 
     def close(self) -> None:
