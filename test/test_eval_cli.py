@@ -145,3 +145,58 @@ def test_cli_errors_are_clear(tmp_path, capsys):
 def test_cli_runs_as_a_module():
     res = subprocess.run([sys.executable, "-m", "cract_core.eval.cli", "--help"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and "--sequences" in res.stdout and "--ablation" in res.stdout
+
+
+def _static_patch_frames(folder: Path, n: int, names) -> None:
+    rng = np.random.default_rng(2)
+    patch = rng.integers(0, 255, (30, 30, 3), dtype=np.uint8)
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in range(n):
+        img = np.full((120, 160, 3), 90, np.uint8)
+        img[40:70, 50:80] = patch
+        cv2.imwrite(str(folder / names(k)), img, [cv2.IMWRITE_JPEG_QUALITY, 100])
+
+
+def test_cli_vot_stack_uses_the_reset_protocol(tmp_path):
+    root = tmp_path / "vot"
+    _static_patch_frames(root / "patch" / "color", 8, lambda k: f"{k + 1:08d}.jpg")
+    # Polygon ground truth around the patch (axis-aligned here: x 50..80, y 40..70).
+    (root / "patch" / "groundtruth.txt").write_text("50,40,80,40,80,70,50,70\n" * 8)
+    (root / "list.txt").write_text("patch\n")
+    out = tmp_path / "eval"
+    assert cli.main(["--sequences", str(root), "--trackers", "csrt", "--jobs", "1", "--threads", "1",
+                     "--eao-interval", "1,8", "--no-progress", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["benchmark"] == "vot" and summary["protocol"] == "reset"
+    m = summary["trackers"]["csrt"]["mean"]
+    assert m["failures"] == 0 and m["robustness"] == 0.0 and m["eao_interval"] == [1, 8]
+    assert 0.5 < m["eao"] <= 1.0
+    rows = (out / "submission" / "vot" / "csrt" / "baseline" / "patch" / "patch_001.txt").read_text().splitlines()
+    assert rows[0] == "1" and len(rows) == 8 and len(rows[1].split(",")) == 4
+
+
+def test_cli_trackingnet_and_lasot_submission_formats(tmp_path):
+    tn = tmp_path / "trackingnet"
+    _static_patch_frames(tn / "TEST" / "frames" / "vid_1", 12, lambda k: f"{k}.jpg")
+    (tn / "TEST" / "anno").mkdir(parents=True)
+    (tn / "TEST" / "anno" / "vid_1.txt").write_text("50,40,30,30\n")
+    out = tmp_path / "eval_tn"
+    assert cli.main(["--sequences", str(tn), "--trackers", "kcf", "--jobs", "1", "--no-progress", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    entry = summary["trackers"]["kcf"]["sequences"]["vid_1"]
+    assert entry["auc"] is None and entry["frames"] == 12  # no ground truth beyond frame 0: not scored
+    with zipfile.ZipFile(out / "submission" / "trackingnet" / "kcf.zip") as z:
+        assert z.namelist() == ["vid_1.txt"]
+        assert len(z.read("vid_1.txt").decode().splitlines()) == 12
+
+    la = tmp_path / "lasot"
+    _static_patch_frames(la / "dog" / "dog-3" / "img", 5, lambda k: f"{k + 1:08d}.jpg")
+    (la / "dog" / "dog-3" / "groundtruth.txt").write_text("50,40,30,30\n" * 5)
+    (la / "dog" / "dog-3" / "full_occlusion.txt").write_text("0,0,0,0,0")
+    (la / "dog" / "dog-3" / "out_of_view.txt").write_text("0,0,0,1,0")
+    out = tmp_path / "eval_la"
+    assert cli.main(["--sequences", str(la), "--benchmark", "lasot", "--trackers", "kcf", "--jobs", "1",
+                     "--no-progress", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trackers"]["kcf"]["sequences"]["dog-3"]["evaluated_frames"] == 4  # out of view at frame 3
+    assert len((out / "submission" / "lasot" / "kcf" / "dog-3.txt").read_text().splitlines()) == 5

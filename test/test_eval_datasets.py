@@ -259,3 +259,16 @@ def test_errors_name_what_is_wrong(tmp_path):
     Path(s.frames[0]).unlink()
     with pytest.raises(FileNotFoundError, match="cannot read frame 0"):
         s.image(0)
+
+
+def test_uav123_one_subset_at_a_time(tmp_path):
+    _jpegs(tmp_path / "data_seq" / "UAV123" / "bike1", [f"{i:06d}.jpg" for i in range(1, 4)])
+    _write(tmp_path / "anno" / "UAV123" / "bike1.txt", "1,1,2,2\n1,1,2,2\n1,1,2,2\n")
+    # UAV20L ships annotations only; its images are the UAV123 folders.
+    _write(tmp_path / "anno" / "UAV20L" / "bike1.txt", "1,1,2,2\n1,1,2,2\n")
+    (default,) = D.load_uav123(tmp_path)
+    assert default.attrs["subset"] == "UAV123" and len(default) == 3
+    (long_term,) = D.load_uav123(tmp_path, subset="UAV20L")
+    assert long_term.attrs["subset"] == "UAV20L" and len(long_term) == 2
+    with pytest.raises(D.LayoutError, match="no anno/UAV123_10fps"):
+        D.load_uav123(tmp_path, subset="UAV123_10fps")

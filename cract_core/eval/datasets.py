@@ -15,7 +15,7 @@ otb            ``root/<Seq>/img/0001.jpg``, ``root/<Seq>/groundtruth_rect.txt`` 
                sequences whose annotation covers only part of the frames (David, BlurCar1,
                ...) use the OTB toolkit's frame ranges.
 uav123         ``root/anno/UAV123/<name>.txt`` + ``root/data_seq/UAV123/<folder>/000001.jpg``
-               (also ``UAV123_10fps`` and ``UAV20L``).  ``NaN,NaN,NaN,NaN`` rows mean absent.
+               (or ``UAV123_10fps`` / ``UAV20L``, one subset a run).  ``NaN,NaN,NaN,NaN`` rows mean absent.
                Sub-sequences (``car1_2``) share their folder with the toolkit's frame ranges.
 nfs            ``root/<seq>/30/<seq>/00001.jpg`` + ``root/<seq>/30/<seq>.txt`` whose rows are
                ``id x1 y1 x2 y2 frame lost occluded generated "label"``; the 30 fps folders
@@ -278,15 +278,26 @@ UAV123_SUBSEQUENCE_START = {
 }
 
 
-def load_uav123(root: Path, only: Optional[Iterable[str]] = None) -> list[Sequence]:
+def load_uav123(root: Path, only: Optional[Iterable[str]] = None, subset: Optional[str] = None) -> list[Sequence]:
+    """UAV123 (or, with ``subset``, UAV123_10fps / UAV20L from the same release).
+
+    One subset at a time: the three share sequence names.  Default: UAV123 when its
+    annotations are there, else the only (first) subset under ``anno/``.
+    """
     root = _require_dir(root)
     subsets = [p.name for p in sorted((root / "anno").glob("*")) if p.is_dir()] if (root / "anno").is_dir() else []
     if not subsets:
         raise LayoutError(f"{root}: not a UAV123 layout (expected anno/UAV123/*.txt and data_seq/UAV123/<seq>/)")
+    if subset is None:
+        subset = "UAV123" if "UAV123" in subsets else subsets[0]
+    elif subset not in subsets:
+        raise LayoutError(f"{root}: no anno/{subset} (found: {', '.join(subsets)})")
     keep = _only(only)
     seqs = []
-    for subset in subsets:
+    for subset in [subset]:
         anno_dir, data_dir = root / "anno" / subset, root / "data_seq" / subset
+        if not data_dir.is_dir() and subset == "UAV20L":
+            data_dir = root / "data_seq" / "UAV123"  # UAV20L's annotations index the UAV123 folders
         if not data_dir.is_dir():
             raise LayoutError(f"{root}: anno/{subset} has no matching image folder data_seq/{subset}")
         # UAV123_10fps keeps every 3rd frame of the 30 fps original; UAV20L is the long-term subset.
