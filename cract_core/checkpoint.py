@@ -112,6 +112,12 @@ def restore_rng_state(state: dict) -> None:
             torch.cuda.set_rng_state_all(cuda_states)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(
     path: PathLike,
     net: torch.nn.Module,
@@ -146,8 +152,16 @@ def save_checkpoint(
     }
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    # mkstemp makes the file private (0600); a checkpoint is shared like any output file.
+    os.chmod(tmp, 0o666 & ~_umask())
     try:
         torch.save(payload, tmp)
+        # Never publish a file the tracker's weights-only loader would refuse (e.g. an object in
+        # 'extra' that is not a plain container): fail here, at save time, with the reason.
+        try:
+            torch.load(tmp, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CheckpointError(f"checkpoint for {path} would not load with weights_only=True: {exc}") from None
         digest = sha256_of(tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -160,6 +174,7 @@ def save_checkpoint(
     fd, tmp_side = tempfile.mkstemp(prefix=side.name + ".", suffix=".tmp", dir=path.parent)
     with os.fdopen(fd, "w") as fh:
         fh.write(f"{digest}  {path.name}\n")
+    os.chmod(tmp_side, 0o666 & ~_umask())
     os.replace(tmp_side, side)
     return digest
 

@@ -1,0 +1,143 @@
+"""cract-train: train CRACT's heads.
+
+    cract-train --config config/train_starter_lite0.yaml \\
+        --data folder=../shared/data/sequences --exclude @validation --out runs/starter
+
+    torchrun --nproc_per_node 4 -m cract_core.train.cli --config config/train_resnet18_paper.yaml \\
+        --data got10k=/data/got10k --data lasot=/data/lasot@2 --data trackingnet=/data/trackingnet \\
+        --data coco=/data/coco@0.5 --out runs/paper
+
+``--data NAME=PATH[@WEIGHT]``: NAME is got10k, lasot, trackingnet, coco or folder (any may repeat);
+WEIGHT (default 1) is the dataset's share of the sampled sequences.  ``--include``/``--exclude``
+(comma separated names or globs, repeatable; ``@validation`` = the validation four of
+../shared/data) apply to folder and lasot data.  ``--resume`` continues DIR/last.pt.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence as Seq
+
+from cract_core.config import ConfigError, load_config
+from cract_core.errors import CheckpointError
+from cract_core.train.augment import AugmentConfig, parse_overrides
+from cract_core.train.datasets import DATASET_KINDS, VALIDATION_SEQUENCES, DatasetError, TrackingDataset, make_dataset
+
+log = logging.getLogger("cract_core.train")
+
+
+def _names(values: Optional[list[str]]) -> list[str]:
+    out: list[str] = []
+    for v in values or []:
+        for part in v.split(","):
+            part = part.strip()
+            if part == "@validation":
+                out.extend(VALIDATION_SEQUENCES)
+            elif part:
+                out.append(part)
+    return out
+
+
+def parse_data_spec(spec: str) -> tuple[str, Path, float]:
+    """'lasot=/data/LaSOT@2' -> ('lasot', Path('/data/LaSOT'), 2.0), with errors that say the form."""
+    name, sep, rest = spec.partition("=")
+    if not sep or not rest:
+        raise DatasetError(f"--data {spec!r}: expected NAME=PATH[@WEIGHT] with NAME one of {sorted(DATASET_KINDS)}")
+    name = name.strip().lower()
+    if name not in DATASET_KINDS:
+        raise DatasetError(f"--data {spec!r}: unknown dataset {name!r}; expected one of {sorted(DATASET_KINDS)}")
+    weight = 1.0
+    path, at, w = rest.rpartition("@")
+    if at:
+        try:
+            weight = float(w)
+        except ValueError:
+            path = rest  # an '@' that belongs to the path
+        else:
+            if weight < 0:
+                raise DatasetError(f"--data {spec!r}: weight must be >= 0")
+    else:
+        path = rest
+    return name, Path(path).expanduser(), weight
+
+
+def build_datasets(specs: Seq[str], include: Seq[str], exclude: Seq[str]) -> tuple[list[TrackingDataset], list[float]]:
+    datasets, weights = [], []
+    for spec in specs:
+        name, path, weight = parse_data_spec(spec)
+        kwargs = {}
+        if name in ("folder", "lasot"):
+            kwargs = {"include": list(include) or None, "exclude": list(exclude) or None}
+        ds = make_dataset(name, path, **kwargs)
+        log.info("%s (weight %g)", ds, weight)
+        datasets.append(ds)
+        weights.append(weight)
+    return datasets, weights
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cract-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="experiment YAML (config/train_*.yaml or config/model/*.yaml)")
+    p.add_argument("--data", action="append", required=True, metavar="NAME=PATH[@WEIGHT]",
+                   help=f"training data; NAME in {sorted(DATASET_KINDS)}; repeat for several")
+    p.add_argument("--include", action="append", metavar="NAMES", help="only these sequences (folder/lasot; globs; comma list)")
+    p.add_argument("--exclude", action="append", metavar="NAMES",
+                   help="leave these sequences out (folder/lasot; globs; comma list; @validation = the validation four)")
+    p.add_argument("--out", required=True, type=Path, help="output folder: last.pt, final.pt, log.csv")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--steps", type=int, help="total steps (overrides train.steps)")
+    p.add_argument("--stop-at", type=int, metavar="STEP",
+                   help="stop at this step (checkpoint written) on the full --steps schedule; continue later with --resume")
+    p.add_argument("--batch-size", type=int, help="pairs per step and process (overrides train.batch_size)")
+    p.add_argument("--workers", type=int, help="DataLoader workers per process (overrides train.num_workers)")
+    p.add_argument("--seed", type=int, help="overrides train.seed")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+    p.add_argument("--threads", type=int, help="torch CPU threads per process")
+    p.add_argument("--schedule", choices=["cosine", "step"], default="cosine", help="lr decay after the warm-up")
+    p.add_argument("--checkpoint-every", type=float, metavar="SECONDS", help="overrides train.checkpoint_every_s")
+    p.add_argument("--aug", action="append", metavar="KEY=VALUE", help="augmentation override, e.g. search_shift=48")
+    p.add_argument("--tensorboard", action="store_true", help="also log to OUT/tensorboard (needs the tensorboard package)")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bar (logs only)")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def main(argv: Optional[Seq[str]] = None) -> int:
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from cract_core.train.trainer import TrainOptions, Trainer  # after argument errors, which need no torch
+
+    trainer = None
+    try:
+        cfg = load_config(args.config)
+        datasets, weights = build_datasets(args.data, _names(args.include), _names(args.exclude))
+        augment = parse_overrides(AugmentConfig(), args.aug)
+        options = TrainOptions(
+            out_dir=args.out, steps=args.steps, device=args.device, resume=args.resume, batch_size=args.batch_size,
+            num_workers=args.workers, schedule=args.schedule, progress=not args.no_progress, tensorboard=args.tensorboard,
+            checkpoint_every_s=args.checkpoint_every, stop_at=args.stop_at, seed=args.seed, threads=args.threads, dataset_weights=weights,
+            data_description=[f"{d!r} weight {w:g}" for d, w in zip(datasets, weights)],
+        )
+        trainer = Trainer(cfg, datasets, options, augment)
+        summary = trainer.train()
+    except (ConfigError, DatasetError, CheckpointError, ValueError) as exc:
+        print(f"cract-train: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if trainer is not None:
+            trainer.close()
+    if trainer.ctx.is_main:
+        last = summary["last_losses"]
+        print(
+            f"done: {summary['steps']} steps, {summary['pairs_seen']} pairs in {summary['wall_s']:.0f} s "
+            f"({summary['pairs_per_s']:.1f} pairs/s at the end); loss {last.get('total', float('nan')):.4f}; "
+            + (f"heads {summary['final']}, " if summary["steps"] >= trainer.cfg.train.steps else "")
+            + f"resumable state {summary['checkpoint']}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
