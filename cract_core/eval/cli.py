@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eao-interval", default=f"{metrics.VOT2018_EAO_INTERVAL[0]},{metrics.VOT2018_EAO_INTERVAL[1]}",
                    help="EAO sequence-length interval LOW,HIGH (VOT2018: 100,356)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--title", default=None, help="title suffix for the plots (default: benchmark and sequence count)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -127,8 +128,8 @@ def main(argv: Optional[Seq[str]] = None) -> int:
         protocol=protocol, convention=args.convention, max_frames=args.max_frames, eao_interval=(low, high),
     )
     runner.write_summary(out, summary)
-    plots.plot_success(summary, out / "success.png")
-    plots.plot_precision(summary, out / "precision.png")
+    plots.plot_success(summary, out / "success.png", f"Success plot: {args.title}" if args.title else None)
+    plots.plot_precision(summary, out / "precision.png", f"Precision plot: {args.title}" if args.title else None)
     submission.write_submission(out / "submission", "vot" if protocol == "reset" else benchmark, results)
     table = runner.format_table(summary)
     (out / "table.txt").write_text(table + "\n")

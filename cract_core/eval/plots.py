@@ -30,6 +30,12 @@ def _curves(summary: dict, key: str, score_key: str) -> list[tuple[str, np.ndarr
     return sorted(out, key=lambda c: -c[2])
 
 
+def _scope(summary: dict) -> str:
+    """'folder, 4 sequences' for the default titles."""
+    n = max((t["mean"].get("sequences", 0) for t in summary["trackers"].values()), default=0)
+    return f"{summary.get('benchmark', '')}, {n} sequence{'s' if n != 1 else ''}"
+
+
 def plot_success(summary: dict, path: Path, title: Optional[str] = None) -> Optional[Path]:
     """Success plot: fraction of frames with IoU > t against t, AUC in the legend."""
     curves = _curves(summary, "success_curve", "auc")
@@ -38,12 +44,12 @@ def plot_success(summary: dict, path: Path, title: Optional[str] = None) -> Opti
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=120)
     for name, curve, score in curves:
-        ax.plot(metrics.IOU_THRESHOLDS, curve, linewidth=2, label=f"{name} [{score:.3f}]")
+        ax.plot(metrics.IOU_THRESHOLDS, curve, linewidth=2, label=f"{name} [AUC {score:.3f}]")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("Overlap threshold (IoU >)")
     ax.set_ylabel("Success rate")
-    ax.set_title(title or f"Success plot ({summary.get('benchmark', '')}, AUC)")
+    ax.set_title(title or f"Success plot: {_scope(summary)}")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower left")
     fig.tight_layout()
@@ -62,13 +68,13 @@ def plot_precision(summary: dict, path: Path, title: Optional[str] = None) -> Op
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=120)
     for name, curve, score in curves:
-        ax.plot(metrics.CENTER_THRESHOLDS, curve, linewidth=2, label=f"{name} [{score:.3f}]")
+        ax.plot(metrics.CENTER_THRESHOLDS, curve, linewidth=2, label=f"{name} [P@20 {score:.3f}]")
     ax.axvline(metrics.PRECISION_AT, color="grey", linestyle=":", linewidth=1)
     ax.set_xlim(0, metrics.CENTER_THRESHOLDS[-1])
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("Location error threshold (px)")
     ax.set_ylabel("Precision")
-    ax.set_title(title or f"Precision plot ({summary.get('benchmark', '')}, P@20)")
+    ax.set_title(title or f"Precision plot: {_scope(summary)}")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()

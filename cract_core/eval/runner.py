@@ -366,7 +366,10 @@ def write_summary(out: Path, summary: dict) -> Path:
 
 
 def _cell(v: Any, fmt: str) -> str:
-    return "-" if v is None else format(v, fmt)
+    if v is None:
+        width = fmt.split(".")[0]
+        return "-".rjust(int(width) if width.isdigit() else 0)  # keep the columns aligned
+    return format(v, fmt)
 
 
 def format_table(summary: dict) -> str:
