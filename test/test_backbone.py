@@ -107,6 +107,15 @@ def test_backbone_is_frozen_by_default_and_trainable_stages_unfreeze_the_last(ba
     assert not any(p.requires_grad for p in n.conv1.parameters())
 
 
+def test_lite0_trainable_stages_count_stages_not_blocks() -> None:
+    # config: "trainable_stages: n = the last n stages train too".  Lite0's last two stages are
+    # stage 6 (320 ch, block 15) and stage 5 (192 ch, blocks 11-14: 4 repeats); stage 4, which
+    # ends phi_3 (blocks 8-10), stays frozen.
+    bb = Backbone(BackboneConfig(weights="none", trainable_stages=2))
+    trainable = [i for i, blk in enumerate(bb.body.blocks) if all(p.requires_grad for p in blk.parameters())]
+    assert trainable == [11, 12, 13, 14, 15]
+
+
 def test_bgr_to_input_flips_channels_and_normalises() -> None:
     # A pixel B=10, G=20, R=30 -> RGB (30, 20, 10); with mean (1, 2, 3) and std (2, 2, 2):
     # ((30-1)/2, (20-2)/2, (10-3)/2) = (14.5, 9, 3.5)

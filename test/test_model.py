@@ -191,6 +191,21 @@ def test_compute_losses_all_negative_batch_is_finite() -> None:
     assert losses["rpn_reg"] == 0 and losses["reg"] == 0  # nothing to regress in negative pairs
 
 
+def test_train_mode_keeps_frozen_stages_bn_statistics() -> None:
+    # With the last stage trainable, the stages that stay frozen (requires_grad False) must keep
+    # ImageNet's BN statistics: a training forward must not move their running means.
+    cfg = config_from_dict({"backbone": {"name": "resnet18", "weights": "none", "trainable_stages": 1}})
+    torch.manual_seed(0)
+    net = CRACTNet(cfg).train_mode()
+    frozen_bn = net.backbone.body.net.layer1[0].bn1
+    trained_bn = net.backbone.body.net.layer4[0].bn1
+    assert not frozen_bn.weight.requires_grad and trained_bn.weight.requires_grad
+    before = frozen_bn.running_mean.clone()
+    net.compute_losses(_tiny_batch(), torch.Generator().manual_seed(0))
+    drift = float((frozen_bn.running_mean - before).abs().max())
+    assert drift == 0.0, f"a frozen stage's BN running_mean moved by up to {drift:.3g} in one training step"
+
+
 def test_head_state_dict_round_trip(net: CRACTNet, search_features: torch.Tensor, template_state) -> None:
     state = net.head_state_dict()
     assert state and all(k.split(".")[0] in CRACTNet.HEAD_MODULES for k in state)  # frozen backbone not saved
@@ -237,3 +252,66 @@ def test_fuse_for_inference_keeps_phi34(net: CRACTNet) -> None:
         a = net.extract(crops)
         b = fused.extract(crops)
     torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+
+
+# --------------------------------------------------------------------------- pooling <-> backbone alignment
+
+
+def _linearised_backbone(net: CRACTNet) -> torch.nn.Module:
+    """The backbone with its geometry kept and its arithmetic made trivial: every conv a centre tap
+    (so an output cell depends on exactly one input pixel per path), BN and ReLU identities, max
+    pooling an average pooling of the same window.  The input gradient of one feature cell is then
+    concentrated where that cell looks: its receptive-field centre, set by strides and padding only."""
+    bb = copy.deepcopy(net.backbone).eval()
+    for m in list(bb.modules()):
+        if isinstance(m, (torch.nn.ReLU, torch.nn.ReLU6)):
+            m.forward = lambda x: x  # type: ignore[method-assign]
+        elif isinstance(m, torch.nn.MaxPool2d):
+            m.forward = torch.nn.AvgPool2d(m.kernel_size, m.stride, m.padding).forward  # type: ignore[method-assign]
+    with torch.no_grad():
+        for m in bb.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.zero_()
+                kh, kw = m.weight.shape[-2:]
+                m.weight[:, :, kh // 2, kw // 2] = 1.0 / m.weight.shape[1]
+                if m.bias is not None:
+                    m.bias.zero_()
+            elif isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.zero_()
+                m.running_var.fill_(1.0 - m.eps)
+                m.weight.fill_(1.0)
+                m.bias.zero_()
+    return bb
+
+
+def _cell_centre_offset(net: CRACTNet, which: int, cell: int = 8, size: int = 255) -> float:
+    """c such that feature cell j of phi_3 / phi_4 (at stride 16) looks at crop pixel 16 j + c."""
+    bb = _linearised_backbone(net)
+    x = torch.full((1, 3, size, size), 128.0, requires_grad=True)
+    phi = bb(x)[0 if which == 3 else 1]
+    (grad,) = torch.autograd.grad(phi[0, :, cell, cell].sum(), x)
+    g = grad[0].abs().sum(0).sum(0).double()  # mass per column
+    return float((g @ torch.arange(size, dtype=torch.float64)) / g.sum()) - 16 * cell
+
+
+@pytest.mark.parametrize("which", [3, 4])
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet18"])
+def test_pooling_samples_the_feature_cell_that_looks_at_the_box(name: str, which: int) -> None:
+    # A box centred at crop pixel P must be pooled from the features whose receptive field is
+    # centred at P, or every f_i is shifted against its box.  The pooler's side: pool a 1-px box
+    # at P from a ramp map f(u) = u to read the feature coordinate u(P) it samples (for
+    # roi_align aligned=True, scale 1/16: u = P/16 - 0.5, i.e. cell j is taken to look at 16 j + 8).
+    # The backbone's side: cell j looks at 16 j + c, c measured on the linearised backbone
+    # (hand analysis of the paddings: Lite0 phi_3 c = 14, its resized phi_4 c = 22; ResNet-18
+    # phi_3 c = 0, resized phi_4 c = -8).  So 16 u(P) + c must be P, within 2 px.
+    net = CRACTNet(config_from_dict({"backbone": {"name": name, "weights": "none"}})).eval()
+    c = _cell_centre_offset(net, which)
+    ramp = torch.arange(16, dtype=torch.float32).view(1, 1, 1, 16).expand(1, 1, 16, 16).contiguous()
+    for p in (100.0, 127.5, 150.0):
+        pooled = net.pool(ramp, torch.tensor([[p - 0.5, p - 0.5, p + 0.5, p + 0.5]]))
+        u = float(pooled[0, -1].mean())  # the 1x1 level (last channels); every level agrees for a 1-px box
+        looked_at = 16 * u + c
+        assert abs(looked_at - p) <= 2.0, (
+            f"{name} phi_{which}: a box centred at crop pixel {p} is pooled from feature x = {u:.3f}, whose "
+            f"receptive field is centred at pixel {looked_at:.1f} ({looked_at - p:+.1f} px off; cell j looks at 16 j + {c:.1f})"
+        )
