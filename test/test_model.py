@@ -315,3 +315,34 @@ def test_pooling_samples_the_feature_cell_that_looks_at_the_box(name: str, which
             f"{name} phi_{which}: a box centred at crop pixel {p} is pooled from feature x = {u:.3f}, whose "
             f"receptive field is centred at pixel {looked_at:.1f} ({looked_at - p:+.1f} px off; cell j looks at 16 j + {c:.1f})"
         )
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet18"])
+@pytest.mark.parametrize("shift", [(0, 0), (32, 0), (-48, 64)])
+def test_score_map_peak_is_the_anchor_over_the_target(name: str, shift: tuple[int, int]) -> None:
+    # The template crop is centred on image point T; the search crop is centred on T - d, so T
+    # lies at search pixel 127.5 + d.  Through the linearised backbone (features = the image
+    # subsampled every 16 px) the template matches the search features exactly at one cell of
+    # the 9x9 map: there the sum of squared differences is 0.  That cell's anchors must be
+    # centred on 127.5 + d (hand: cell 4 + d / 16, spacing 16), whatever offset the paddings add,
+    # because template and search share it.
+    from cract_core import geometry as geo
+    from cract_core.rpn import xcorr_depthwise
+
+    net = CRACTNet(config_from_dict({"backbone": {"name": name, "weights": "none"}})).eval()
+    bb = _linearised_backbone(net)
+    rng = torch.Generator().manual_seed(0)
+    image = torch.randint(0, 256, (600, 600, 3), dtype=torch.uint8, generator=rng).numpy()
+    t = (300.0, 300.0)
+    dx, dy = shift
+    z, _ = geo.crop_square(image, t, 127, 127)
+    x, _ = geo.crop_square(image, (t[0] - dx, t[1] - dy), 255, 255)
+    with torch.no_grad():
+        fz = bb(torch.from_numpy(z).permute(2, 0, 1)[None])[0]
+        fx = bb(torch.from_numpy(x).permute(2, 0, 1)[None])[0]
+        ssd = (xcorr_depthwise(fx**2, torch.ones_like(fz)) - 2 * xcorr_depthwise(fx, fz) + (fz**2).sum((2, 3), keepdim=True)).sum(1)[0]
+    assert ssd.shape == (9, 9)
+    row, col = divmod(int(ssd.argmin()), 9)
+    assert (col, row) == (4 + dx // 16, 4 + dy // 16)
+    cell_anchors = net.anchors.reshape(-1, 9, 9, 4)[:, row, col]
+    torch.testing.assert_close(cell_anchors[:, :2], torch.tensor([127.5 + dx, 127.5 + dy]).expand_as(cell_anchors[:, :2]))
