@@ -108,6 +108,10 @@ def test_cract_adapter_runs_on_real_frames(shared_sequence):
     assert res.boxes.shape == (4, 4) and np.all(np.isfinite(res.boxes))
     assert np.all((res.confidences[1:] >= 0) & (res.confidences[1:] <= 1))
     assert len(res.latencies_ms) == 3 and len(res.init_ms) == 1
+    assert res.updated is not None and res.updated.shape == (3,)  # cract says which frames started an update
+    sp = R.speed_fields(res.latencies_ms, res.init_ms, res.updated)
+    assert sp["update_frames"] == int(res.updated.sum())
+    assert sp["latency_ms_p50_no_update"] is not None
 
 
 # ----------------------------------------------------------------------------------- runner
@@ -172,6 +176,7 @@ def test_one_pass_run_scores_and_a_raising_tracker_is_reported(tmp_path, monkeyp
     stuck = summary["trackers"]["stuck"]
     assert stuck["sequences"]["synthetic"]["auc"] == pytest.approx(20 / 21)
     assert stuck["mean"]["fps"] > 0 and stuck["sequences"]["synthetic"]["init_ms"] >= 0
+    assert results[0].updated is None and "update_frames" not in stuck["mean"]  # it does not flag updates
     assert summary["trackers"]["broken"]["errors"]["synthetic"].startswith("RuntimeError: model exploded")
     table = R.format_table(summary)
     assert "ERROR broken on synthetic: RuntimeError: model exploded" in table
@@ -179,6 +184,15 @@ def test_one_pass_run_scores_and_a_raising_tracker_is_reported(tmp_path, monkeyp
     summary2 = R.summarize(results, [seq], jobs=2, threads=1, benchmark="folder", sequences_dir=str(tmp_path))
     assert summary2["speed_valid"] is False and summary2["trackers"]["stuck"]["mean"]["fps"] is None
     assert summary2["trackers"]["stuck"]["sequences"]["synthetic"]["latency_ms_p95"] is None
+
+
+def test_speed_fields_by_hand():
+    lat = np.array([10.0, 10.0, 10.0, 50.0])
+    sp = R.speed_fields(lat, [200.0, 100.0], np.array([False, False, False, True]))
+    assert sp["fps"] == pytest.approx(1000 * 4 / 80)  # frames over the update time, init apart
+    assert sp["latency_ms_p50"] == 10.0 and sp["init_ms"] == 150.0
+    assert sp["update_frames"] == 1 and sp["latency_ms_p50_update"] == 50.0 and sp["latency_ms_p95_no_update"] == 10.0
+    assert R.speed_fields(np.zeros(0), [])["fps"] is None
 
 
 def test_result_file_numbers_keep_the_benchmark_convention(tmp_path):

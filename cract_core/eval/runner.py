@@ -23,15 +23,20 @@ summary.json, schema 1
          "mean": {"sequences": 4, "frames": 559, "evaluated_frames": 559,
                   "auc": ..., "prec20": ..., "norm_prec": ...,     # means over sequences
                   "ao": ..., "sr50": ..., "sr75": ...,             # frame-weighted (GOT-10k)
-                  "fps": ..., "latency_ms_p50": ..., "latency_ms_p95": ..., "init_ms": ...,
+                  "fps": ..., "latency_ms_p50": ..., "latency_ms_p95": ..., "latency_ms_p99": ...,
+                  "init_ms": ...,
+                  # trackers that flag update frames (cract): "update_frames",
+                  # "latency_ms_p50_update", "latency_ms_p95_update",
+                  # "latency_ms_p50_no_update", "latency_ms_p95_no_update"
                   "success_curve": [21 floats], "precision_curve": [51 floats],
                   "norm_precision_curve": [51 floats],
                   # protocol "reset" only: "accuracy", "robustness", "failures", "eao", "eao_interval"
                  },
          "sequences": {"<seq>": {"auc", "prec20", "norm_prec", "ao", "sr50", "sr75",
                                  "frames", "evaluated_frames",
-                                 "fps", "latency_ms_p50", "latency_ms_p95", "init_ms"
-                                 (+ "accuracy", "failures", "robustness" for "reset")}},
+                                 "fps", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "init_ms"
+                                 (+ the update-frame fields above for cract,
+                                  + "accuracy", "failures", "robustness" for "reset")}},
          "errors": {"<seq>": "message"}          # sequences where the tracker raised
        }}}
 
@@ -64,7 +69,7 @@ from cract_core.eval import trackers as trk
 from cract_core.eval.datasets import Sequence
 
 SCHEMA_VERSION = 1
-SPEED_KEYS = ("fps", "latency_ms_p50", "latency_ms_p95", "init_ms")
+SPEED_KEYS = ("fps", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "init_ms")
 
 
 @dataclass
@@ -79,6 +84,8 @@ class RunResult:
     init_ms: list[float] = field(default_factory=list)  # one per initialisation
     codes: Optional[np.ndarray] = None  # VOT reset protocol: metrics.VOT_* per frame
     error: Optional[str] = None
+    # Per latency: did that frame start a model update (None when the tracker does not say).
+    updated: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -117,6 +124,7 @@ def run_sequence(task: Task) -> RunResult:
     boxes = np.full((n, 4), np.nan)
     conf = np.full(n, np.nan)
     lat: list[float] = []
+    upd: list[bool] = []
     inits: list[float] = []
     codes = np.full(n, metrics.VOT_SKIPPED, dtype=np.int64) if task.protocol == "reset" else None
     tracker = None
@@ -134,6 +142,7 @@ def run_sequence(task: Task) -> RunResult:
                 boxes[i], c = trk.split_result(out)
                 conf[i] = np.nan if c is None else c
                 lat.append(ms)
+                upd.append(bool(getattr(tracker, "last_updated", False)))
         elif task.protocol == "reset":
             gt_ok = metrics.valid_boxes(seq.groundtruth)
             i = 0
@@ -149,6 +158,7 @@ def run_sequence(task: Task) -> RunResult:
                 while j < n:
                     out, ms = _timed(tracker.update, seq.image(j))
                     lat.append(ms)
+                    upd.append(bool(getattr(tracker, "last_updated", False)))
                     boxes[j], c = trk.split_result(out)
                     conf[j] = np.nan if c is None else c
                     if gt_ok[j] and metrics.frame_iou(boxes[j], seq.groundtruth[j])[0] <= 0.0:
@@ -169,7 +179,9 @@ def run_sequence(task: Task) -> RunResult:
         close = getattr(tracker, "close", None)
         if callable(close):
             close()
-    return RunResult(name, seq.name, boxes, conf, np.asarray(lat, dtype=np.float64), inits, codes, error)
+    has_flags = tracker is not None and hasattr(tracker, "last_updated")
+    return RunResult(name, seq.name, boxes, conf, np.asarray(lat, dtype=np.float64), inits, codes, error,
+                     np.asarray(upd, dtype=bool) if has_flags else None)
 
 
 def run_all(tasks: list[Task], jobs: int = 1, progress: bool = True) -> list[RunResult]:
@@ -218,14 +230,30 @@ def _f(x: Any) -> Optional[float]:
     return x if np.isfinite(x) else None
 
 
-def speed_fields(latencies_ms: np.ndarray, init_ms: list[float]) -> dict:
+def speed_fields(latencies_ms: np.ndarray, init_ms: list[float], updated: Optional[np.ndarray] = None) -> dict:
+    """fps, latency percentiles, init time; with update flags also the two kinds of frame apart."""
     lat = np.asarray(latencies_ms, dtype=np.float64)
-    return {
+
+    def pct(x: np.ndarray, q: float) -> Optional[float]:
+        return _f(np.percentile(x, q)) if len(x) else None
+
+    out = {
         "fps": _f(1000.0 * len(lat) / lat.sum()) if len(lat) and lat.sum() > 0 else None,
-        "latency_ms_p50": _f(np.percentile(lat, 50)) if len(lat) else None,
-        "latency_ms_p95": _f(np.percentile(lat, 95)) if len(lat) else None,
+        "latency_ms_p50": pct(lat, 50),
+        "latency_ms_p95": pct(lat, 95),
+        "latency_ms_p99": pct(lat, 99),
         "init_ms": _f(np.mean(init_ms)) if init_ms else None,
     }
+    if updated is not None and len(updated) == len(lat):
+        upd = np.asarray(updated, dtype=bool)
+        out.update({
+            "update_frames": int(upd.sum()),
+            "latency_ms_p50_update": pct(lat[upd], 50),
+            "latency_ms_p95_update": pct(lat[upd], 95),
+            "latency_ms_p50_no_update": pct(lat[~upd], 50),
+            "latency_ms_p95_no_update": pct(lat[~upd], 95),
+        })
+    return out
 
 
 def summarize(
@@ -265,7 +293,7 @@ def summarize(
         seq_out: dict = {}
         errors: dict = {}
         scores: list[metrics.SequenceScores] = []
-        all_lat, all_init = [], []
+        all_lat, all_init, all_upd = [], [], []
         vot_runs, vot_acc_ov, vot_fail, vot_frames = [], [], 0, 0
         for r in rs:
             seq = by_name[r.sequence]
@@ -295,9 +323,10 @@ def summarize(
             else:
                 entry.update({k: None for k in ("auc", "prec20", "norm_prec", "ao", "sr50", "sr75")})
                 entry.update({"frames": len(seq), "evaluated_frames": 0})
-            sp = speed_fields(r.latencies_ms, r.init_ms)
-            entry.update(sp if speed_valid else {k: None for k in SPEED_KEYS})
+            sp = speed_fields(r.latencies_ms, r.init_ms, r.updated)
+            entry.update(sp if speed_valid else {k: None for k in sp})
             all_lat.append(r.latencies_ms)
+            all_upd.append(r.updated)
             if r.init_ms:
                 all_init.append(float(np.mean(r.init_ms)))
             seq_out[r.sequence] = entry
@@ -310,7 +339,8 @@ def summarize(
         ao, sr50, sr75 = metrics.got10k_scores(np.concatenate([s.ious for s in scored]) if scored else np.zeros(0))
         mean.update({"ao": _f(ao), "sr50": _f(sr50), "sr75": _f(sr75)})
         if speed_valid and all_lat:
-            sp = speed_fields(np.concatenate(all_lat), [])
+            flags = None if any(u is None for u in all_upd) else np.concatenate(all_upd)
+            sp = speed_fields(np.concatenate(all_lat), [], flags)
             sp["init_ms"] = _f(np.mean(all_init)) if all_init else None
             mean.update(sp)
         else:

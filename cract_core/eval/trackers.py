@@ -5,6 +5,8 @@ Interface (the got10k toolkit's, which every baseline here fits)::
     tracker.init(image_bgr, box_xywh) -> None
     tracker.update(image_bgr) -> box_xywh            or   (box_xywh, confidence)
     tracker.close() -> None                          optional: release threads / files
+    tracker.last_updated: bool                       optional: this frame started a model update
+                                                     (its latency is reported apart)
 
 Images are uint8 BGR, boxes ``x, y, w, h`` floats in the benchmark's coordinates.  A tracker
 that has no box for a frame returns NaNs (scored as IoU 0).  OpenCV's trackers report a lost
@@ -215,6 +217,7 @@ class CractTracker:
             raise TrackerUnavailableError(f"the cract tracker cannot be imported (cract_core.tracker): {exc}") from exc
         self.ablations = dict(ablations or {})
         self.name = "cract" + ablation_suffix(self.ablations)
+        self.last_updated = False
         cfg = build_cract_config(config, self.ablations)
         self._tracker = Tracker.from_config(cfg, checkpoint=checkpoint, device=device, mode="sync")
 
@@ -223,6 +226,8 @@ class CractTracker:
 
     def update(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         res = self._tracker.track(image)
+        # Read by the runner: frames that start a discriminator update are timed apart (DESIGN.md).
+        self.last_updated = bool(getattr(res, "updated", False))
         return np.asarray(res.box, dtype=np.float64), float(res.confidence)
 
     def close(self) -> None:
