@@ -57,6 +57,14 @@ def test_otb_separators_two_targets_and_frame_ranges(tmp_path, monkeypatch):
     assert seqs["Comma"].fps == 30.0 and not seqs["Comma"].absent.any()
 
 
+def test_otb_tiger1_omits_its_first_five_frames(tmp_path):
+    _jpegs(tmp_path / "Tiger1" / "img", [f"{i:04d}.jpg" for i in range(1, 8)])
+    _write(tmp_path / "Tiger1" / "groundtruth_rect.txt", "".join(f"{i},1,4,4\n" for i in range(1, 8)))
+    (s,) = D.load_otb(tmp_path)
+    assert [Path(f).name for f in s.frames] == ["0006.jpg", "0007.jpg"]
+    assert s.groundtruth[:, 0].tolist() == [6, 7]
+
+
 def test_otb_short_ground_truth_becomes_unknown_frames(tmp_path):
     _jpegs(tmp_path / "Short" / "img", [f"{i:04d}.jpg" for i in range(1, 5)])
     _write(tmp_path / "Short" / "groundtruth_rect.txt", "1,2,3,4\n1,2,3,4\n")

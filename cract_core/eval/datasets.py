@@ -13,7 +13,7 @@ otb            ``root/<Seq>/img/0001.jpg``, ``root/<Seq>/groundtruth_rect.txt`` 
                space separated); two-target sequences have ``groundtruth_rect.1.txt`` /
                ``.2.txt`` and become ``<Seq>-1`` / ``<Seq>-2`` (pysot's names).  The few
                sequences whose annotation covers only part of the frames (David, BlurCar1,
-               ...) use the OTB toolkit's frame ranges.
+               ...) use the OTB toolkit's frame ranges, and Tiger1 omits its first 5 frames.
 uav123         ``root/anno/UAV123/<name>.txt`` + ``root/data_seq/UAV123/<folder>/000001.jpg``
                (or ``UAV123_10fps`` / ``UAV20L``, one subset a run).  ``NaN,NaN,NaN,NaN`` rows mean absent.
                Sub-sequences (``car1_2``) share their folder with the toolkit's frame ranges.
@@ -217,6 +217,9 @@ OTB_FRAME_RANGES = {
     "BlurCar3": (3, 359),
     "BlurCar4": (18, 397),
 }
+# Sequences whose first frames the OTB toolkit leaves out of both images and annotation
+# ("initOmit" in configSeqs): Tiger1 starts at its 6th frame.
+OTB_INIT_OMIT = {"Tiger1": 5}
 
 
 def load_otb(root: Path, only: Optional[Iterable[str]] = None) -> list[Sequence]:
@@ -242,6 +245,10 @@ def load_otb(root: Path, only: Optional[Iterable[str]] = None) -> list[Sequence]
                 start, end = OTB_FRAME_RANGES[seq_dir.name]
                 frames = images[start - 1 : end]
                 attrs["frame_range"] = [start, end]
+            omit = OTB_INIT_OMIT.get(seq_dir.name, 0)
+            if omit:
+                frames, gt = frames[omit:], gt[omit:]
+                attrs["init_omit"] = omit
             frames, gt = _fit_length(name, frames, gt, attrs)
             seqs.append(
                 Sequence(name, [str(f) for f in frames], gt, np.zeros(len(frames), bool), 30.0, "otb", True, attrs)
