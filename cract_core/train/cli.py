@@ -97,6 +97,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads per process")
     p.add_argument("--schedule", choices=["cosine", "step"], default="cosine", help="lr decay after the warm-up")
     p.add_argument("--checkpoint-every", type=float, metavar="SECONDS", help="overrides train.checkpoint_every_s")
+    p.add_argument("--feature-cache", type=Path, metavar="DIR",
+                   help="frozen backbone only: cache backbone features of augmented crops in DIR (built once, "
+                        "reused when data/config/augmentation match) and train the heads on them; for small data")
+    p.add_argument("--cache-variants", default="6,2", metavar="SEARCH,TEMPLATE",
+                   help="augmented crops cached per frame (default 6 search, 2 template)")
     p.add_argument("--aug", action="append", metavar="KEY=VALUE", help="augmentation override, e.g. search_shift=48")
     p.add_argument("--tensorboard", action="store_true", help="also log to OUT/tensorboard (needs the tensorboard package)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar (logs only)")
@@ -114,10 +119,16 @@ def main(argv: Optional[Seq[str]] = None) -> int:
         cfg = load_config(args.config)
         datasets, weights = build_datasets(args.data, _names(args.include), _names(args.exclude))
         augment = parse_overrides(AugmentConfig(), args.aug)
+        try:
+            variants = tuple(int(v) for v in args.cache_variants.split(","))
+        except ValueError:
+            variants = ()
+        if len(variants) != 2 or min(variants) < 1:
+            raise ValueError(f"--cache-variants {args.cache_variants!r}: expected SEARCH,TEMPLATE counts >= 1, e.g. 6,2") from None
         options = TrainOptions(
             out_dir=args.out, steps=args.steps, device=args.device, resume=args.resume, batch_size=args.batch_size,
             num_workers=args.workers, schedule=args.schedule, progress=not args.no_progress, tensorboard=args.tensorboard,
-            checkpoint_every_s=args.checkpoint_every, stop_at=args.stop_at, seed=args.seed, threads=args.threads, dataset_weights=weights,
+            checkpoint_every_s=args.checkpoint_every, stop_at=args.stop_at, feature_cache=args.feature_cache, cache_variants=variants, seed=args.seed, threads=args.threads, dataset_weights=weights,
             data_description=[f"{d!r} weight {w:g}" for d, w in zip(datasets, weights)],
         )
         trainer = Trainer(cfg, datasets, options, augment)

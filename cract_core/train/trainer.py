@@ -73,6 +73,10 @@ class TrainOptions:
     # Stop (with a checkpoint) at this step although the schedule runs to train.steps: a long run
     # sliced into sessions on a shared machine; --resume continues on the same schedule.
     stop_at: Optional[int] = None
+    # Frozen backbone only: cache phi_3/phi_4 of augmented crops in this folder and train the heads
+    # on them (cract_core/train/feature_cache.py); (search, template) crops per frame.
+    feature_cache: Optional[Path] = None
+    cache_variants: tuple[int, int] = (6, 2)
     seed: Optional[int] = None  # overrides train.seed
     threads: Optional[int] = None  # torch intra-op threads (CPU)
     dataset_weights: Optional[list[float]] = None
@@ -213,8 +217,11 @@ class Trainer:
             self.device = torch.device("cuda", self.ctx.local_rank)
             torch.cuda.set_device(self.device)
         self.augment = augment or AugmentConfig()
-        self.pairs = PairDataset(datasets, options.dataset_weights, cfg, self.augment, seed=tc.seed)
         self.net = _make_net(cfg, self.device, tc.seed)
+        if options.feature_cache is not None:
+            self.pairs = self._use_feature_cache(datasets, Path(options.feature_cache))
+        else:
+            self.pairs = PairDataset(datasets, options.dataset_weights, cfg, self.augment, seed=tc.seed)
         params = self.net.trainable_parameters()
         if not params:
             raise ValueError("the network has no trainable parameters")
@@ -238,6 +245,34 @@ class Trainer:
         else:
             self.model = self.loss_module
         self.history: list[dict[str, float]] = []
+
+    def _use_feature_cache(self, datasets: Seq[TrackingDataset], folder: Path) -> Any:
+        from cract_core.train.feature_cache import (
+            CachedBackbone,
+            CachedPairDataset,
+            FeatureCache,
+            build_feature_cache,
+            cache_signature,
+        )
+
+        if not self.net.backbone.frozen:
+            raise ValueError("--feature-cache needs a frozen backbone (backbone.trainable_stages: 0)")
+        n_search, n_template = self.opts.cache_variants
+        tc = self.cfg.train
+        if self.ctx.is_main:
+            cache = build_feature_cache(folder, self.cfg, datasets, self.net.backbone, self.augment,
+                                        n_search, n_template, tc.seed, progress=self.opts.progress)
+        if self.ctx.enabled:
+            dist.barrier()  # rank 0 builds; the others read what it wrote
+        if not self.ctx.is_main:
+            cache = FeatureCache(folder)
+            want = cache_signature(self.cfg, datasets, self.augment, (n_template, n_search), tc.seed)
+            if cache.signature != want:
+                raise RuntimeError(f"feature cache {folder} does not match this rank's data/config")
+        self.net.backbone = CachedBackbone(cache, self.net.backbone).to(self.device)
+        # Drawing a cached pair is a few index look-ups: workers would only copy the memory maps.
+        tc.num_workers = 0
+        return CachedPairDataset(cache, datasets, self.opts.dataset_weights, self.cfg, self.augment, seed=tc.seed)
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -263,6 +298,7 @@ class Trainer:
             "wall_s": self.wall_s,
             "augment": dataclasses.asdict(self.augment),
             "data": list(self.opts.data_description),
+            "feature_cache": None if self.opts.feature_cache is None else list(self.opts.cache_variants),
             "scaler": self.scaler.state_dict() if self.use_amp else None,
             "device": str(self.device),
             "torch": str(torch.__version__),
@@ -290,7 +326,7 @@ class Trainer:
         if final:
             extra["rank_weights_sha256"] = rank_hashes
             # Heads only: small enough to ship in models/, and nothing a tracker does not need.
-            keep = {k: extra[k] for k in ("rank_weights_sha256", "world_size", "batch_size", "total_steps", "pairs_seen", "wall_s", "augment", "data", "device", "torch")}
+            keep = {k: extra[k] for k in ("rank_weights_sha256", "feature_cache", "world_size", "batch_size", "total_steps", "pairs_seen", "wall_s", "augment", "data", "device", "torch")}
             save_checkpoint(self.final_path, self.net, self.cfg, self.step, None, None, keep)
         return self.last_path
 
