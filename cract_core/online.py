@@ -110,8 +110,9 @@ def sample_boxes(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Positive and negative training boxes around a target, as MDNet/CRACT draw them.
 
-    Positives: the target's centre shifted by up to 25 % of its size and its scale changed by up to
-    +-30 % (aspect +-10 %), kept when IoU >= ``pos_iou``.  Negatives: ``near_fraction`` of them in
+    Positives: the target's centre shifted and its scale and aspect changed within ranges matched to
+    ``pos_iou`` (r = (1 - pos_iou) / (1 + pos_iou): shifts up to r box sizes, scale up to e^r),
+    kept when IoU >= ``pos_iou``.  Negatives: ``near_fraction`` of them in
     the surrounding region (centre within two target sizes, scale +-50 %), the rest anywhere in the
     image (``bounds`` = (width, height)) or, without bounds, within five target sizes; kept when
     IoU <= ``neg_iou`` and, with bounds, when the box centre lies in the image (RoIAlign of a box
@@ -132,10 +133,16 @@ def sample_boxes(
     def boxes_from(ccx: np.ndarray, ccy: np.ndarray, w: np.ndarray, h: np.ndarray) -> np.ndarray:
         return np.stack([ccx - w / 2, ccy - h / 2, w, h], axis=1)
 
+    # Jitter range matched to the IoU asked for: a shift of r (in box sizes) along one axis, or a
+    # scale change of e^r, alone gives IoU ~ (1 - r) / (1 + r) = pos_iou.  Wider ranges would be
+    # rejected most of the time (12 % acceptance at 0.7 with +-25 % shifts), narrower ones would
+    # never reach the IoU boundary.
+    r_pos = max((1.0 - pos_iou) / (1.0 + pos_iou), 0.0)
+
     def draw_pos(m: int) -> np.ndarray:
-        d = rng.uniform(-0.25, 0.25, size=(m, 2))
-        s = np.exp(rng.uniform(-0.3, 0.3, size=m))
-        a = np.exp(rng.uniform(-0.1, 0.1, size=m))
+        d = rng.uniform(-r_pos, r_pos, size=(m, 2))
+        s = np.exp(rng.uniform(-r_pos, r_pos, size=m))
+        a = np.exp(rng.uniform(-r_pos / 2, r_pos / 2, size=m))
         return boxes_from(cx + d[:, 0] * tw, cy + d[:, 1] * th, tw * s * a, th * s / a)
 
     def inside(b: np.ndarray) -> np.ndarray:
@@ -237,6 +244,21 @@ class DiscriminatorProblem(LeastSquaresProblem):
 
     def residuals(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
         return [self.sqrt_w * (self.predict(params) - self.labels)] + ridge_residuals(params, self.weight_decay)
+
+
+class _SubsetProblem(LeastSquaresProblem):
+    """A problem over some of another problem's parameters, the others held at given values."""
+
+    def __init__(self, problem: LeastSquaresProblem, params: Sequence[torch.Tensor], free: Sequence[int]):
+        self.problem = problem
+        self.params = [p.detach() for p in params]
+        self.free = list(free)
+
+    def residuals(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        full = list(self.params)
+        for i, p in zip(self.free, params):
+            full[i] = p
+        return self.problem.residuals(full)
 
 
 # --------------------------------------------------------------------------- the learner
@@ -345,6 +367,12 @@ class OnlineLearner:
         return self._conv
 
     @property
+    def solving(self) -> bool:
+        """The worker has taken a request (it may still be waiting on ``solve_gate``)."""
+        with self._lock:
+            return self._solving
+
+    @property
     def busy(self) -> bool:
         """A request is queued, being solved, or solved and waiting for its swap."""
         with self._lock:
@@ -388,17 +416,24 @@ class OnlineLearner:
         self._delayed.clear()
 
         conv0 = init_conv_pca(features, self.conv_channels)
-        with torch.no_grad():
-            act = conv_forward(features, conv0).flatten(1)
-            # fc1's init scale follows the activations' size, so its pre-activations are O(1)
-            # whatever the backbone's feature scale.
-            rms = float(act.pow(2).mean().sqrt().clamp_min(1e-6))
-        n_in = act.shape[1]
-        fc0 = init_fc(n_in, self.fc_hidden, seed=self.seed, device=self.device, dtype=features.dtype,
-                      scale=1.0 / (math.sqrt(n_in) * rms))
+        n_in = self.conv_channels * self.spatial_size ** 2
+        fc0 = init_fc(n_in, self.fc_hidden, seed=self.seed, device=self.device, dtype=features.dtype)
         problem = DiscriminatorProblem(features, labels, self.cfg.weight_decay, fit_conv=True)
-        params, stats = gauss_newton_cg(problem, conv0.tensors() + fc0.tensors(),
-                                        self.cfg.init_gn_iterations, self.cfg.init_cg_iterations)
+        params0 = conv0.tensors() + fc0.tensors()
+        # With fc2 = 0 the conv and fc1 have a zero Jacobian, so a joint Gauss-Newton step would
+        # see only their weight decay and set them to exactly zero (a dead network that outputs a
+        # constant).  The first step therefore fits fc2 alone (a ridge regression on fc1's random
+        # features of the PCA projection); the remaining steps fit conv + fc together.
+        head = _SubsetProblem(problem, params0, free=[4, 5])
+        loss0 = problem.loss(params0)
+        fc2, stats_head = gauss_newton_cg(head, params0[4:], 1, self.cfg.init_cg_iterations)
+        params1 = params0[:4] + fc2
+        params, stats = gauss_newton_cg(problem, params1, max(self.cfg.init_gn_iterations - 1, 0),
+                                        self.cfg.init_cg_iterations)
+        stats.loss_history.insert(0, loss0)
+        stats.cg_iterations[:0] = stats_head.cg_iterations
+        stats.cg_residuals[:0] = stats_head.cg_residuals
+        stats.step_scales[:0] = stats_head.step_scales
         conv = ConvParams(params[0], params[1])
         fc = FCWeights(params[2], params[3], params[4], params[5], version=self.version + 1)
         with torch.no_grad():

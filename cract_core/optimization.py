@@ -149,9 +149,16 @@ def gauss_newton_cg(
         raise ValueError("gn_iterations and cg_iterations must be >= 0")
     x = [p.detach().clone().requires_grad_(True) for p in params]
     stats = SolverStats()
+
+    def live(rs: TensorList) -> TensorList:
+        # Residuals that do not depend on x (e.g. the weight decay of parameters held fixed) add a
+        # constant to the loss and nothing to J; autograd refuses them, so they are left out here.
+        return [ri for ri in rs if ri.requires_grad]
+
     with torch.enable_grad():
-        r = problem.residuals(x)
-        loss = _sum_sq(r)
+        r_all = problem.residuals(x)
+        loss = _sum_sq(r_all)
+        r = live(r_all)
         stats.loss_history.append(loss)
         for _ in range(gn_iterations):
             if jvp_mode == "double_backward":
@@ -174,10 +181,11 @@ def gauss_newton_cg(
                 grad = _zeros_for_none(
                     torch.autograd.grad(r, x, grad_outputs=[ri.detach() for ri in r], retain_graph=True, allow_unused=True), x)
                 primals = tuple(xi.detach() for xi in x)
+                live_idx = [i for i, ri in enumerate(r_all) if ri.requires_grad]
 
                 def jvp(v: TensorList) -> TensorList:
                     _, tangent_out = torch.func.jvp(lambda *p: tuple(problem.residuals(list(p))), primals, tuple(v))
-                    return list(tangent_out)
+                    return [tangent_out[i] for i in live_idx]
 
             else:
                 raise ValueError(f"unknown jvp_mode {jvp_mode!r}")
@@ -197,8 +205,9 @@ def gauss_newton_cg(
             scale, accepted = 1.0, False
             for _attempt in range(backtracking + 1):
                 x_new = [(xi.detach() + scale * di).requires_grad_(True) for xi, di in zip(x, dx)]
-                r_new = problem.residuals(x_new)
-                loss_new = _sum_sq(r_new)
+                r_new_all = problem.residuals(x_new)
+                loss_new = _sum_sq(r_new_all)
+                r_new = live(r_new_all)
                 if backtracking == 0 or loss_new <= loss:
                     accepted = True
                     break
@@ -208,6 +217,6 @@ def gauss_newton_cg(
                 stats.loss_history.append(loss)
                 break
             stats.step_scales.append(scale)
-            x, r, loss = x_new, r_new, loss_new
+            x, r, r_all, loss = x_new, r_new, r_new_all, loss_new
             stats.loss_history.append(loss)
     return [xi.detach() for xi in x], stats

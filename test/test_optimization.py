@@ -110,3 +110,16 @@ def test_zero_iterations_returns_copy() -> None:
     assert len(stats.loss_history) == 1
     with pytest.raises(ValueError):
         gauss_newton_cg(problem, [x0], -1, 5)
+
+
+@pytest.mark.parametrize("jvp_mode", ["double_backward", "forward"])
+def test_constant_residuals_are_allowed(jvp_mode: str) -> None:
+    # Weight decay of parameters held fixed gives residuals that do not depend on the unknowns:
+    # they shift the loss, not the solution.
+    problem, closed, n = _ridge_problem()
+    const = torch.tensor([3.0, 4.0], dtype=torch.float64)
+    shifted = FunctionProblem(lambda p: problem.residuals(p) + [const])
+    (x,), stats = gauss_newton_cg(shifted, [torch.zeros(n, dtype=torch.float64)], 1, n, cg_tolerance=0.0,
+                                  jvp_mode=jvp_mode)
+    assert float((x - closed).norm() / closed.norm()) < 1e-4
+    assert stats.loss_history[-1] > 25.0 - 1e-9  # the constant's 3^2 + 4^2 is in the loss
