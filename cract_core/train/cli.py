@@ -133,7 +133,7 @@ def main(argv: Optional[Seq[str]] = None) -> int:
         )
         trainer = Trainer(cfg, datasets, options, augment)
         summary = trainer.train()
-    except (ConfigError, DatasetError, CheckpointError, ValueError) as exc:
+    except (ConfigError, DatasetError, CheckpointError, ValueError, FileNotFoundError) as exc:  # FileNotFoundError: backbone weights
         print(f"cract-train: error: {exc}", file=sys.stderr)
         return 2
     finally:
