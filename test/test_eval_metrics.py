@@ -210,3 +210,17 @@ def test_vot_overlaps_are_nan_on_special_frames():
 def test_eao_interval_must_be_ordered():
     with pytest.raises(ValueError):
         M.eao(np.ones(5), (3, 2))
+
+
+def test_bound_cuts_boxes_to_the_image_like_the_got10k_toolkit():
+    # The toolkit clamps the corner into the image and then only limits the size to what is left:
+    # a 20x20 box 10 px left of the image becomes (0, 0, 20, 20), not (0, 0, 10, 20).
+    pred = np.array([[-10.0, 0, 20, 20]])
+    gt = np.array([[0.0, 0, 20, 20]])
+    np.testing.assert_array_equal(M.bound_boxes(pred, (100, 100)), [[0, 0, 20, 20]])
+    assert M.frame_iou(pred, gt)[0] == pytest.approx(200 / 600)  # unbounded: 10x20 overlap
+    assert M.frame_iou(pred, gt, (100, 100))[0] == 1.0
+    far = np.array([[90.0, 90, 50, 50]])
+    np.testing.assert_array_equal(M.bound_boxes(far, (100, 100)), [[90, 90, 10, 10]])
+    s = M.score_sequence(far, np.array([[90.0, 90, 10, 10]]), bound=(100, 100))
+    assert s.ao == 1.0

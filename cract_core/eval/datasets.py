@@ -96,6 +96,11 @@ class Sequence:
             raise FileNotFoundError(f"sequence {self.name}: cannot read frame {index} at {path}")
         return img
 
+    def image_size(self) -> tuple[int, int]:
+        """(width, height) of the first frame (benchmarks keep one size per sequence)."""
+        h, w = self.image(0).shape[:2]
+        return w, h
+
     @property
     def init_box(self) -> np.ndarray:
         """The first frame's box (the initialisation every benchmark hands the tracker)."""

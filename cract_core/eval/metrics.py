@@ -32,7 +32,8 @@ One-pass evaluation (OTB, UAV123, NfS, LaSOT, our folders)
 GOT-10k
 -------
 AO is the mean IoU and SR_t the fraction of IoU ``> t`` over frames 1.. (the first frame is
-skipped) where the target is visible (cover > 0, not absent).  Over a set of sequences they are
+skipped) where the target is visible (cover > 0, not absent), with both boxes cut to the image
+first (the got10k toolkit's ``bound``; the runner passes the image size for got10k and vot).  Over a set of sequences they are
 frame-weighted (the got10k toolkit concatenates every frame's IoU), see :func:`got10k_scores`.
 
 VOT (reset protocol, VOT2016-2018, Table 4 of the paper)
@@ -101,9 +102,25 @@ def valid_frames(groundtruth: np.ndarray, absent: Optional[np.ndarray] = None, s
     return mask
 
 
-def frame_iou(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """Per-frame IoU of xywh boxes; 0 where either box is invalid."""
+def bound_boxes(boxes: np.ndarray, bound: tuple[float, float]) -> np.ndarray:
+    """Cut xywh boxes to a ``(width, height)`` image the way the got10k toolkit's ``rect_iou(bound=)``
+    and the VOT toolkit do before an overlap: corner clamped into the image, size to what is left."""
+    b = _boxes(boxes).copy()
+    w, h = float(bound[0]), float(bound[1])
+    with np.errstate(invalid="ignore"):
+        b[:, 0] = np.clip(b[:, 0], 0, w)
+        b[:, 1] = np.clip(b[:, 1], 0, h)
+        b[:, 2] = np.clip(b[:, 2], 0, w - b[:, 0])
+        b[:, 3] = np.clip(b[:, 3], 0, h - b[:, 1])
+    return b
+
+
+def frame_iou(pred: np.ndarray, gt: np.ndarray, bound: Optional[tuple[float, float]] = None) -> np.ndarray:
+    """Per-frame IoU of xywh boxes; 0 where either box is invalid.  ``bound`` = (width, height)
+    cuts both boxes to the image first (GOT-10k, VOT)."""
     p, g = _boxes(pred), _boxes(gt)
+    if bound is not None:
+        p, g = bound_boxes(p, bound), bound_boxes(g, bound)
     out = np.asarray(geometry.iou(p, g, fmt="xywh"), dtype=np.float64)
     out[~(valid_boxes(p) & valid_boxes(g))] = 0.0
     return out
@@ -209,15 +226,19 @@ def score_sequence(
     absent: Optional[np.ndarray] = None,
     convention: Convention = "exclude",
     skip_first: bool = False,
+    bound: Optional[tuple[float, float]] = None,
 ) -> SequenceScores:
-    """Every one-pass metric of one sequence (see the module docstring for the conventions)."""
+    """Every one-pass metric of one sequence (see the module docstring for the conventions).
+
+    ``bound`` (image width, height) cuts boxes to the image before the IoU, as the got10k toolkit
+    does; centre errors are always taken on the boxes as given."""
     pred, gt = _boxes(pred), _boxes(groundtruth)
     if len(pred) != len(gt):
         raise ValueError(f"{len(pred)} predictions for {len(gt)} ground-truth rows")
     n = len(gt)
     scored = valid_frames(gt, absent, skip_first)
     if convention == "exclude":
-        ious = frame_iou(pred[scored], gt[scored])
+        ious = frame_iou(pred[scored], gt[scored], bound)
         ce = center_error(pred[scored], gt[scored])
         nce = normalized_center_error(pred[scored], gt[scored])
         denom = int(scored.sum())
@@ -227,7 +248,7 @@ def score_sequence(
             frames[0] = False
         p = _carry_forward(pred, scored)[frames]
         g, ok = gt[frames], scored[frames]
-        ious = np.where(ok, frame_iou(p, g), -1.0)
+        ious = np.where(ok, frame_iou(p, g, bound), -1.0)
         ce = np.where(ok, center_error(p, g), -1.0)
         nce = np.where(ok, normalized_center_error(p, g), -1.0)
         denom = int(frames.sum())
@@ -269,11 +290,15 @@ def got10k_scores(ious: np.ndarray) -> tuple[float, float, float]:
 # ------------------------------------------------------------------------------------------ VOT
 
 
-def vot_overlaps(pred: np.ndarray, groundtruth: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """Per-frame IoU for tracked frames; NaN for init, failure and skipped frames and unknown ground truth."""
+def vot_overlaps(
+    pred: np.ndarray, groundtruth: np.ndarray, codes: np.ndarray, bound: Optional[tuple[float, float]] = None
+) -> np.ndarray:
+    """Per-frame IoU for tracked frames; NaN for init, failure and skipped frames and unknown ground truth.
+
+    ``bound`` (image width, height) cuts boxes to the image first, as the VOT toolkit bounds regions."""
     pred, gt = _boxes(pred), _boxes(groundtruth)
     codes = np.asarray(codes).reshape(-1)
-    ov = frame_iou(pred, gt)
+    ov = frame_iou(pred, gt, bound)
     ov[codes != VOT_TRACKED] = np.nan
     ov[~valid_boxes(gt)] = np.nan
     return ov

@@ -301,8 +301,10 @@ def summarize(
                 errors[r.sequence] = r.error
                 continue
             entry: dict = {}
+            # GOT-10k and VOT cut boxes to the image before the overlap; the OTB family does not.
+            bound = seq.image_size() if (benchmark == "got10k" or protocol == "reset") else None
             if protocol == "reset":
-                ov = metrics.vot_overlaps(r.boxes, seq.groundtruth, r.codes)
+                ov = metrics.vot_overlaps(r.boxes, seq.groundtruth, r.codes, bound)
                 acc, _ = metrics.vot_accuracy(ov, r.codes)
                 fails = metrics.vot_failures(r.codes)
                 mask = r.codes == metrics.VOT_TRACKED
@@ -317,7 +319,7 @@ def summarize(
                               "accuracy": _f(acc), "failures": fails,
                               "robustness": _f(metrics.vot_robustness(fails, len(seq)))})
             elif seq.has_groundtruth:
-                sc = metrics.score_sequence(r.boxes, seq.groundtruth, seq.absent, convention, skip_first)
+                sc = metrics.score_sequence(r.boxes, seq.groundtruth, seq.absent, convention, skip_first, bound)
                 scores.append(sc)
                 entry.update(sc.as_dict())
             else:
