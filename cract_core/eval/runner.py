@@ -156,12 +156,15 @@ def run_sequence(task: Task) -> RunResult:
                 j = i + 1
                 next_init = n
                 while j < n:
-                    out, ms = _timed(tracker.update, seq.image(j))
+                    img = seq.image(j)
+                    out, ms = _timed(tracker.update, img)
                     lat.append(ms)
                     upd.append(bool(getattr(tracker, "last_updated", False)))
                     boxes[j], c = trk.split_result(out)
                     conf[j] = np.nan if c is None else c
-                    if gt_ok[j] and metrics.frame_iou(boxes[j], seq.groundtruth[j])[0] <= 0.0:
+                    # Overlap within the image bounds, the same overlap the scores use.
+                    bound = (img.shape[1], img.shape[0])
+                    if gt_ok[j] and metrics.frame_iou(boxes[j], seq.groundtruth[j], bound)[0] <= 0.0:
                         codes[j] = metrics.VOT_FAILURE
                         next_init = j + metrics.VOT_SKIP_FRAMES
                         break
