@@ -136,7 +136,11 @@ class Tracker:
             cfg = default_config_path()
         if not isinstance(cfg, ExperimentConfig):
             cfg = load_config(cfg)
-        net = CRACTNet(cfg)
+        # Untrained heads (no checkpoint) are drawn from a fixed seed, so two trackers built from
+        # the same config behave identically, without touching the caller's global RNG.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            net = CRACTNet(cfg)
         info: dict = {}
         path = resolve_checkpoint(cfg, checkpoint)
         if path is not None:
