@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import platform
 import statistics
 import sys
@@ -48,6 +49,7 @@ class Timing:
     median_ms: Optional[float]
     p95_ms: Optional[float]
     note: str = ""
+    min_ms: Optional[float] = None
 
 
 def _sync(device: torch.device) -> None:
@@ -55,22 +57,31 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_fn(fn: Callable[[], object], device: torch.device, runs: int, warmup: int) -> tuple[float, float]:
-    """Median and p95 of ``runs`` timed calls after ``warmup`` untimed ones (ms).
+def time_interleaved(fns: list[Callable[[], object]], device: torch.device, runs: int, warmup: int) -> list[list[float]]:
+    """Per-call milliseconds of every function, ``runs`` rounds after ``warmup`` untimed ones.
 
-    Each call is timed alone (synchronised on CUDA) because the tracker runs one frame at a time:
-    per-call latency, not throughput, is what it pays.
+    Round-robin (one call of each per round) so that a change in machine load during the run hits
+    every stage and variant alike: on a shared machine that is what keeps the comparisons (fused vs
+    plain, resize vs dilate) fair.  Each call is timed alone (synchronised on CUDA) because the
+    tracker runs one frame at a time: per-call latency, not throughput, is what it pays.
     """
     for _ in range(warmup):
-        fn()
+        for fn in fns:
+            fn()
     _sync(device)
-    samples = []
+    samples: list[list[float]] = [[] for _ in fns]
     for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        samples.append((time.perf_counter() - t0) * 1000.0)
-    return statistics.median(samples), float(np.percentile(samples, 95))
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            samples[i].append((time.perf_counter() - t0) * 1000.0)
+    return samples
+
+
+def summarise(samples: list[float]) -> tuple[float, float, float]:
+    """median, p95, min (ms)."""
+    return statistics.median(samples), float(np.percentile(samples, 95)), min(samples)
 
 
 def _crop(size: int, device: torch.device, seed: int) -> torch.Tensor:
@@ -114,12 +125,13 @@ def make_discriminator(net: CRACTNet, features: torch.Tensor) -> tuple[Callable[
 
 
 def bench_backbone(name: str, device: torch.device, runs: int, warmup: int) -> tuple[list[Timing], list[tuple]]:
-    out: list[Timing] = []
     shapes: list[tuple] = []
-    note = "" if name == "efficientnet_lite0" else "random weights (ImageNet ResNet-18 file absent here; timing is the same)"
+    weights_note = "" if name == "efficientnet_lite0" else "random weights (ImageNet ResNet-18 file absent here; same cost)"
     net = _build(name, "resize", device)
     z, x = _crop(127, device, 1), _crop(255, device, 2)
     box = torch.tensor(TEMPLATE_BOX, device=device)
+    stages: list[tuple[str, Callable[[], object], str]] = []
+    failures: list[Timing] = []
 
     with torch.no_grad():
         state = net.init_target(z, box)
@@ -128,63 +140,67 @@ def bench_backbone(name: str, device: torch.device, runs: int, warmup: int) -> t
         f = net.pool(phi_x, props)
         d_fn, d_note = make_discriminator(net, f)
 
-        def add(stage: str, fn: Callable[[], object], extra: str = "") -> None:
-            med, p95 = time_fn(fn, device, runs, warmup)
-            out.append(Timing(name, stage, med, p95, "; ".join(s for s in (note if stage.startswith(("template", "search")) else "", extra) if s)))
-
-        add("template branch (127 -> phi_34 + kernels + f_init)", lambda: net.init_target(z, box))
-        add("search branch (255 -> phi_34)", lambda: net.extract(x))
-        add("RPN + NMS (N=10)", lambda: net.propose(phi_x, state))
-        add("PRoIAlign (10 boxes)", lambda: net.pool(phi_x, props))
-        add("R (10 proposals)", lambda: net.regressor(f, state.f_init))
-        add("I (10 proposals)", lambda: net.identifier(f, state.f_init))
-        add("D (10 proposals)", lambda: d_fn(f), d_note)
-        add("R + Eq.4 + re-pool + I (refine, 10)", lambda: net.refine(phi_x, props, state.f_init))
+        stages += [
+            ("template branch (127 -> phi_34 + kernels + f_init)", lambda: net.init_target(z, box), weights_note),
+            ("search branch (255 -> phi_34)", lambda: net.extract(x), weights_note),
+            ("RPN + NMS (N=10)", lambda: net.propose(phi_x, state), ""),
+            ("PRoIAlign (10 boxes)", lambda: net.pool(phi_x, props), ""),
+            ("R (10 proposals)", lambda: net.regressor(f, state.f_init), ""),
+            ("I (10 proposals)", lambda: net.identifier(f, state.f_init), ""),
+            ("D (10 proposals)", lambda: d_fn(f), d_note),
+            ("R + Eq.4 + re-pool + I (refine, 10)", lambda: net.refine(phi_x, props, state.f_init), ""),
+        ]
 
         # Search-branch variants: the "measure, choose" of the backbone's inference set-up.
         fused = copy.deepcopy(net).fuse_for_inference()
         diff = (fused.extract(x) - phi_x).abs().max().item()
         fused_note = f"max |diff| {diff:.1e}" if name == "efficientnet_lite0" else "no-op for resnet18 (only Lite0 is folded)"
-        add("search branch, fuse_for_inference()", lambda: fused.extract(x), fused_note)
         cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
         x_cl = x.contiguous(memory_format=torch.channels_last)
-        add("search branch, channels_last", lambda: cl.extract(x_cl))
         fcl = copy.deepcopy(fused).to(memory_format=torch.channels_last)
-        add("search branch, fused + channels_last", lambda: fcl.extract(x_cl))
+        stages += [
+            ("search branch, fuse_for_inference()", lambda: fused.extract(x), fused_note),
+            ("search branch, channels_last", lambda: cl.extract(x_cl), ""),
+            ("search branch, fused + channels_last", lambda: fcl.extract(x_cl), ""),
+        ]
 
         for crop in (127, 255):
-            p3, p4 = net.backbone(_crop(crop, device, 3))
-            raw4 = net.backbone.body.features(net.backbone.preprocess(_crop(crop, device, 3)))[1]
-            p34 = net.neck(p3, p4)
-            shapes.append((name, "resize", crop, tuple(p3.shape[1:]), tuple(raw4.shape[1:]), tuple(p4.shape[1:]), tuple(p34.shape[1:])))
+            c = _crop(crop, device, 3)
+            p3, p4 = net.backbone(c)
+            raw4 = net.backbone.body.features(net.backbone.preprocess(c))[1]
+            shapes.append((name, "resize", crop, tuple(p3.shape[1:]), tuple(raw4.shape[1:]), tuple(p4.shape[1:]), tuple(net.neck(p3, p4).shape[1:])))
 
-    # phi_4 by dilation (stride-16 last stage) instead of resizing.
-    try:
-        dil = _build(name, "dilate", device)
-    except Exception as exc:  # noqa: BLE001 - report, do not hide: the table says it failed and why
-        out.append(Timing(name, "search branch, phi4_mode=dilate", None, None, f"FAILED to build: {type(exc).__name__}: {exc}"))
-        for crop in (127, 255):
-            shapes.append((name, "dilate", crop, None, None, None, f"FAILED: {type(exc).__name__}"))
-        if name == "resnet18":
-            # What the choice would cost once it builds: layer4 at stride 1 with dilation 2, done
-            # by hand on a copy (the fix suggested for backbone.py), so "measure, choose" has a number.
-            patched = _dilate_resnet18_layer4(copy.deepcopy(net))
-            with torch.no_grad():
-                med, p95 = time_fn(lambda: patched.extract(x), device, runs, warmup)
-            out.append(Timing(name, "search branch, layer4 dilated by hand", med, p95,
-                              note + "; benchmark-local stand-in for phi4_mode=dilate"))
-    else:
-        with torch.no_grad():
-            med, p95 = time_fn(lambda: dil.extract(x), device, runs, warmup)
-            out.append(Timing(name, "search branch, phi4_mode=dilate", med, p95, note))
-            med, p95 = time_fn(lambda: dil.extract(z), device, runs, warmup)
-            out.append(Timing(name, "template 127 -> phi_34, phi4_mode=dilate", med, p95, note))
+        # phi_4 by dilation (stride-16 last stage) instead of resizing.
+        try:
+            dil = _build(name, "dilate", device)
+        except Exception as exc:  # noqa: BLE001 - report, do not hide: the table says it failed and why
+            failures.append(Timing(name, "search branch, phi4_mode=dilate", None, None, f"FAILED to build: {type(exc).__name__}: {exc}"))
+            for crop in (127, 255):
+                shapes.append((name, "dilate", crop, None, None, None, f"FAILED: {type(exc).__name__}"))
+            if name == "resnet18":
+                # What the choice would cost once it builds: layer4 at stride 1 with dilation 2, done
+                # by hand on a copy (the fix suggested for backbone.py), so "measure, choose" has a number.
+                patched = _dilate_resnet18_layer4(copy.deepcopy(net))
+                stages.append(("search branch, layer4 dilated by hand", lambda: patched.extract(x),
+                               "benchmark-local stand-in for phi4_mode=dilate"))
+        else:
+            stages += [
+                ("search branch, phi4_mode=dilate", lambda: dil.extract(x), ""),
+                ("template 127 -> phi_34, phi4_mode=dilate", lambda: dil.extract(z), ""),
+            ]
             for crop in (127, 255):
                 c = _crop(crop, device, 3)
                 p3, p4 = dil.backbone(c)
                 raw4 = dil.backbone.body.features(dil.backbone.preprocess(c))[1]
                 shapes.append((name, "dilate", crop, tuple(p3.shape[1:]), tuple(raw4.shape[1:]), tuple(p4.shape[1:]), tuple(dil.neck(p3, p4).shape[1:])))
-    return out, shapes
+
+        samples = time_interleaved([fn for _, fn, _ in stages], device, runs, warmup)
+
+    out = []
+    for (stage, _, stage_note), ms in zip(stages, samples):
+        med, p95, low = summarise(ms)
+        out.append(Timing(name, stage, med, p95, stage_note, low))
+    return out + failures, shapes
 
 
 def _dilate_resnet18_layer4(net: CRACTNet) -> CRACTNet:
@@ -207,11 +223,13 @@ def _fmt_shape(s) -> str:
 
 
 def render(timings: list[Timing], shapes: list[tuple], header: str) -> str:
-    lines = [header, "", "| backbone | stage | median ms | p95 ms | note |", "|---|---|---:|---:|---|"]
+    lines = [header, "", "| backbone | stage | median ms | p95 ms | min ms | note |", "|---|---|---:|---:|---:|---|"]
+
+    def ms(v: Optional[float]) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
     for t in timings:
-        med = "-" if t.median_ms is None else f"{t.median_ms:.2f}"
-        p95 = "-" if t.p95_ms is None else f"{t.p95_ms:.2f}"
-        lines.append(f"| {t.backbone} | {t.stage} | {med} | {p95} | {t.note} |")
+        lines.append(f"| {t.backbone} | {t.stage} | {ms(t.median_ms)} | {ms(t.p95_ms)} | {ms(t.min_ms)} | {t.note} |")
     lines += ["", "| backbone | phi4_mode | crop | phi_3 | phi_4 before resize | phi_4 | phi_34 |", "|---|---|---:|---|---|---|---|"]
     for name, mode, crop, p3, raw4, p4, p34 in shapes:
         lines.append(f"| {name} | {mode} | {crop} | {_fmt_shape(p3)} | {_fmt_shape(raw4)} | {_fmt_shape(p4)} | {_fmt_shape(p34)} |")
@@ -241,8 +259,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     blocks = []
     for device in devices:
         dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+        load = ""
+        if hasattr(os, "getloadavg"):
+            load = "; load average at start %.1f" % os.getloadavg()[0]
         header = (f"## {device.type}: {dev_name}; torch {torch.__version__}; eager float32, batch 1, "
-                  f"{args.runs} runs after {args.warmup} warm-up")
+                  f"{args.runs} interleaved runs after {args.warmup} warm-up{load}")
         timings: list[Timing] = []
         shapes: list[tuple] = []
         for name in args.backbones:
