@@ -37,7 +37,7 @@ from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_srvs.srv import Trigger
 
@@ -125,7 +125,7 @@ PARAMETERS: dict[str, ParamSpec] = {
     "diagnostics_period_s": ParamSpec(1.0, "period of /diagnostics", minimum=0.0, exclusive_minimum=True),
     "watchdog_timeout_s": ParamSpec(2.0, "no image for this long while tracking: state LOST and a warning",
                                     runtime=True, minimum=0.0, exclusive_minimum=True),
-    "init_timeout_s": ParamSpec(10.0, "how long ~/set_target waits for the tracker's thread", runtime=True,
+    "init_timeout_s": ParamSpec(30.0, "how long ~/set_target waits for the tracker's thread", runtime=True,
                                 minimum=0.0, exclusive_minimum=True),
     # tests
     "test_hold_updates": ParamSpec(False, "test only: true holds the discriminator solver (the tracker's "
@@ -230,6 +230,7 @@ class TrackerNode(Node):
         self._processed_times: collections.deque[float] = collections.deque(maxlen=300)
         self._last_box = np.zeros(4)
         self._watchdog_tripped = False
+        self._watch_since = time.monotonic()
 
         self._tracker = self._load_tracker(tracker_factory)
 
@@ -242,13 +243,20 @@ class TrackerNode(Node):
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
         topic = self.p["image_topic"]
+        # Best effort, as camera drivers publish (a reliable reader would not match them). Newest
+        # frame mode keeps SensorDataQoS's short queue; lockstep (chosen at start) a deep one, so
+        # a burst from a bag player is not thinned out by DDS before the callback sees it.
+        image_qos = qos_profile_sensor_data
+        if self.p["lockstep"]:
+            image_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                                   reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
         if self.p["image_transport"] == "compressed":
             self._image_sub = self.create_subscription(
-                CompressedImage, topic.rstrip("/") + "/compressed", self._on_compressed, qos_profile_sensor_data,
+                CompressedImage, topic.rstrip("/") + "/compressed", self._on_compressed, image_qos,
                 callback_group=self._image_group)
         else:
             self._image_sub = self.create_subscription(
-                Image, topic, self._on_image, qos_profile_sensor_data, callback_group=self._image_group)
+                Image, topic, self._on_image, image_qos, callback_group=self._image_group)
         if self.p["target_topic_type"] == "roi":
             self.create_subscription(RegionOfInterest, "~/target", self._on_target_roi, 10,
                                      callback_group=self._service_group)
@@ -319,15 +327,16 @@ class TrackerNode(Node):
         return SetParametersResult(successful=True)
 
     def _apply_hold(self, hold: bool) -> None:
-        """test_hold_updates: clear (hold) or set (release) the tracker's solve gate."""
-        gate = getattr(getattr(self._tracker, "online", None), "solve_gate", None)
-        if gate is None:
-            self.get_logger().warning("test_hold_updates: this tracker has no online.solve_gate")
-            return
+        """test_hold_updates: clear (hold) or set (release) the solve gate.
+
+        The gate is the node's own Event, handed to every OnlineLearner the tracker makes (a new
+        one at each init), so a hold survives re-initialisation and a release reaches a solve
+        that is already waiting.
+        """
         if hold:
-            gate.clear()
+            self._solve_gate.clear()
         else:
-            gate.set()
+            self._solve_gate.set()
 
     # ---------------------------------------------------------------- model
 
@@ -349,9 +358,8 @@ class TrackerNode(Node):
             t1 = time.perf_counter()
             warm_up(tracker)
             warm_ms = (time.perf_counter() - t1) * 1e3
-        if self.p["test_hold_updates"]:
-            self._tracker = tracker
-            self._apply_hold(True)
+        self._solve_gate = threading.Event()
+        self._apply_hold(self.p["test_hold_updates"])
         self.get_logger().info(f"model loaded in {load_ms:.0f} ms, warm-up {warm_ms:.0f} ms")
         return tracker
 
@@ -420,9 +428,13 @@ class TrackerNode(Node):
     def _on_set_target(self, req: SetTarget.Request, resp: SetTarget.Response) -> SetTarget.Response:
         resp.success, resp.message = self._request_init(req.x, req.y, req.width, req.height, req.stamp,
                                                         "~/set_target", wait=True)
-        log = self.get_logger().info if resp.success else self.get_logger().warning
-        log(f"set_target {req.x:g},{req.y:g},{req.width:g},{req.height:g} @ {format_stamp(req.stamp)}: "
-            f"{'ok' if resp.success else 'refused'}: {resp.message}")
+        text = (f"set_target {req.x:g},{req.y:g},{req.width:g},{req.height:g} @ {format_stamp(req.stamp)}: "
+                f"{'ok' if resp.success else 'refused'}: {resp.message}")
+        # (one severity per call site: rclpy refuses a logger call that changes it)
+        if resp.success:
+            self.get_logger().info(text)
+        else:
+            self.get_logger().warning(text)
         return resp
 
     def _on_clear_target(self, req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
@@ -510,6 +522,10 @@ class TrackerNode(Node):
             return
         self._target_set = True
         self._watchdog_tripped = False
+        self._watch_since = time.monotonic()  # an init takes seconds: the watchdog counts from its end
+        online = getattr(self._tracker, "online", None)
+        if online is not None:  # a new learner per init: give it the node's gate (test_hold_updates)
+            online.solve_gate = self._solve_gate
         with self._cv:  # frames up to the init frame precede the target: do not track them
             while self._fifo and self._fifo[0].stamp_ns <= frame.stamp_ns:
                 self._fifo.popleft()
@@ -582,7 +598,7 @@ class TrackerNode(Node):
             last = self._last_image_time
         if not self._target_set or self._watchdog_tripped or last is None:
             return
-        silent = time.monotonic() - last
+        silent = time.monotonic() - max(last, self._watch_since)
         if silent <= self.p["watchdog_timeout_s"]:
             return
         self._watchdog_tripped = True
@@ -654,9 +670,8 @@ class TrackerNode(Node):
             self._thread.join(timeout=10.0)
         tracker = getattr(self, "_tracker", None)
         if tracker is not None:
-            gate = getattr(getattr(tracker, "online", None), "solve_gate", None)
-            if gate is not None:
-                gate.set()  # a held solver must not keep close() waiting
+            if getattr(self, "_solve_gate", None) is not None:
+                self._solve_gate.set()  # a held solver must not keep close() waiting
             try:
                 tracker.close()
             except Exception as exc:

@@ -1,0 +1,59 @@
+"""Start the tracker node as its own process, exactly as launch/cract.launch.py would:
+`python -m cract_ros.node --ros-args --params-file config/cract.yaml -p ... -r __ns:=...`.
+
+The tests, the benchmark and the demo use this, because launch/launch_ros are not installable
+from PyPI here.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO, Any, Optional
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PARAMS_FILE = REPO_ROOT / "config" / "cract.yaml"
+
+
+def _param_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value if value else '""'
+    return repr(value)
+
+
+def node_command(params_file: Path | str = DEFAULT_PARAMS_FILE, overrides: Optional[dict] = None,
+                 namespace: str = "", remaps: Optional[dict] = None, log_level: str = "info") -> list[str]:
+    cmd = [sys.executable, "-m", "cract_ros.node", "--ros-args", "--params-file", str(params_file)]
+    for name, value in (overrides or {}).items():
+        cmd += ["-p", f"{name}:={_param_value(value)}"]
+    if namespace:
+        cmd += ["-r", f"__ns:={namespace}"]
+    for src, dst in (remaps or {}).items():
+        cmd += ["-r", f"{src}:={dst}"]
+    cmd += ["--log-level", log_level]
+    return cmd
+
+
+def start_node(params_file: Path | str = DEFAULT_PARAMS_FILE, overrides: Optional[dict] = None,
+               namespace: str = "", remaps: Optional[dict] = None, log: Optional[IO] = None,
+               env: Optional[dict] = None) -> subprocess.Popen:
+    """Popen of the node; its output goes to `log` (a file) or is inherited."""
+    cmd = node_command(params_file, overrides, namespace, remaps)
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT if log is not None else None,
+                            env={**os.environ, **(env or {})}, cwd=str(REPO_ROOT))
+
+
+def stop_node(proc: subprocess.Popen, timeout: float = 20.0) -> int:
+    """SIGINT (a clean rclpy shutdown), then SIGKILL after `timeout`; returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode

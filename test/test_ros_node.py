@@ -1,0 +1,398 @@
+"""The tracker node as a real process over real DDS (loopback, shared memory), fed real frames.
+
+Each node starts exactly as launch/cract.launch.py starts it:
+`python -m cract_ros.node --ros-args --params-file config/cract.yaml -p ...` (cract_ros.process).
+The test side is an rclpy node in this process: a camera publishing otb_bird2 frames as
+sensor_msgs/Image, a client of ~/set_target and ~/clear_target, and subscribers of
+~/tracked_object, ~/debug_image and /diagnostics. Waits are bounded (a failure, never a
+timing threshold on performance).
+"""
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+from builtin_interfaces.msg import Time as TimeMsg  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from rcl_interfaces.srv import GetParameters, SetParameters  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+
+from cract.msg import TrackedObject  # noqa: E402
+from cract.srv import SetTarget  # noqa: E402
+from cract_ros.conversions import bgr_to_image  # noqa: E402
+from cract_ros.node import PARAMETERS, build_tracker  # noqa: E402
+from cract_ros.process import DEFAULT_PARAMS_FILE, start_node, stop_node  # noqa: E402
+from cract_ros.sequence import read_frames, read_groundtruth, stamp_of  # noqa: E402
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+SEQUENCE = "otb_bird2"
+N_FRAMES = 30
+START_TIMEOUT = 180.0  # model load + warm-up on a busy 2-core machine
+REPLY_TIMEOUT = 60.0  # one frame (an init or an in-frame update included)
+
+
+def stamp_msg(index: int) -> TimeMsg:
+    sec, nsec = stamp_of(index)
+    return TimeMsg(sec=sec, nanosec=nsec)
+
+
+def key(stamp: Any) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+class NodeUnderTest:
+    """A node process plus the test side's rclpy node that talks to it."""
+
+    def __init__(self, log_dir: Path, overrides: dict, name: str) -> None:
+        self.ns = f"/t_{name}_{uuid.uuid4().hex[:6]}"
+        self.log_path = log_dir / f"{name}.log"
+        self.log = self.log_path.open("w")
+        self.proc = start_node(DEFAULT_PARAMS_FILE, overrides, namespace=self.ns, log=self.log)
+        self.fqn = f"{self.ns}/cract_tracker"
+        self.node = rclpy.create_node(f"tester_{name}_{uuid.uuid4().hex[:6]}")
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self.results: list[TrackedObject] = []
+        self.debug_images: list[Image] = []
+        self.diagnostics: list[DiagnosticStatus] = []
+        self.camera = self.node.create_publisher(Image, f"{self.ns}/image", qos_profile_sensor_data)
+        self.node.create_subscription(TrackedObject, f"{self.fqn}/tracked_object", self.results.append, 100)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+        self.set_target = self.node.create_client(SetTarget, f"{self.fqn}/set_target")
+        self.clear_target = self.node.create_client(Trigger, f"{self.fqn}/clear_target")
+        self.set_params = self.node.create_client(SetParameters, f"{self.fqn}/set_parameters")
+        self.get_params = self.node.create_client(GetParameters, f"{self.fqn}/get_parameters")
+
+    def _on_diag(self, msg: DiagnosticArray) -> None:
+        self.diagnostics.extend(s for s in msg.status if s.hardware_id == self.fqn)
+
+    def log_text(self) -> str:
+        if not self.log.closed:
+            self.log.flush()
+        return self.log_path.read_text()
+
+    def spin_until(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            if self.proc.poll() is not None:
+                pytest.fail(f"node exited with {self.proc.returncode} while waiting for {what}:\n{self.log_text()[-4000:]}")
+            self.executor.spin_once(timeout_sec=0.05)
+        value = predicate()
+        if not value:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}; node log:\n{self.log_text()[-4000:]}")
+        return value
+
+    def wait_ready(self) -> None:
+        self.spin_until(lambda: self.set_target.service_is_ready(), START_TIMEOUT, "the node's ~/set_target")
+        self.spin_until(lambda: self.camera.get_subscription_count() > 0, 30.0, "the node's image subscription")
+        self.spin_until(lambda: self.node.count_publishers(f"{self.fqn}/tracked_object") > 0, 30.0,
+                        "the node's ~/tracked_object publisher")
+
+    def call(self, client: Any, request: Any, what: str) -> Any:
+        future = client.call_async(request)
+        self.spin_until(future.done, REPLY_TIMEOUT, what)
+        return future.result()
+
+    def call_set_target(self, box: Any, stamp: Optional[TimeMsg] = None) -> SetTarget.Response:
+        req = SetTarget.Request(x=float(box[0]), y=float(box[1]), width=float(box[2]), height=float(box[3]))
+        if stamp is not None:
+            req.stamp = stamp
+        return self.call(self.set_target, req, f"~/set_target {list(box)}")
+
+    def publish(self, msg: Image, index: Optional[int] = None) -> None:
+        if index is not None:
+            msg.header.stamp = stamp_msg(index)
+        msg.header.frame_id = "camera"
+        self.camera.publish(msg)
+
+    def results_for(self, stamp: TimeMsg) -> list[TrackedObject]:
+        return [r for r in self.results if key(r.header.stamp) == key(stamp)]
+
+    def publish_and_wait(self, msg: Image, index: int, what: str = "") -> TrackedObject:
+        """Lockstep: publish frame `index`, return the TrackedObject that carries its stamp."""
+        before = len(self.results_for(stamp_msg(index)))
+        self.publish(msg, index)
+        return self.spin_until(lambda: self.results_for(stamp_msg(index))[before:] and self.results_for(stamp_msg(index))[-1],
+                               REPLY_TIMEOUT, what or f"the TrackedObject of frame {index}")
+
+    def latest_diag(self, predicate: Callable[[dict], bool] = lambda v: True, what: str = "diagnostics") -> tuple[DiagnosticStatus, dict]:
+        def find():
+            for status in reversed(self.diagnostics):
+                values = {kv.key: kv.value for kv in status.values}
+                if predicate(values):
+                    return status, values
+            return None
+        return self.spin_until(find, 30.0, what)
+
+    def set_param(self, name: str, value: Any) -> Any:
+        req = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+        return self.call(self.set_params, req, f"set {name}").results[0]
+
+    def close(self) -> int:
+        code = stop_node(self.proc)
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.log.close()
+        return code
+
+
+@pytest.fixture
+def bird(shared_sequence) -> dict:
+    seq = shared_sequence(SEQUENCE)
+    frames = list(read_frames(seq, N_FRAMES))
+    gt = read_groundtruth(seq)
+    return {"frames": frames, "msgs": [bgr_to_image(f) for f in frames], "gt": gt}
+
+
+@pytest.fixture
+def node_factory(rclpy_init, tmp_path):
+    started: list[NodeUnderTest] = []
+
+    def start(name: str, **overrides: Any) -> NodeUnderTest:
+        nut = NodeUnderTest(tmp_path, overrides, name)
+        started.append(nut)
+        nut.wait_ready()
+        return nut
+
+    yield start
+    for nut in started:
+        code = nut.close()
+        assert code == 0, f"node {nut.fqn} exited with {code} at shutdown:\n{nut.log_text()[-3000:]}"
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def shared_heads_checkpoint(tmp_path: Path) -> str:
+    """The trained heads the default config names when they exist; else one set of untrained
+    heads written to a file, so that the node process and the offline tracker use the same."""
+    from cract_core.config import default_config_path, load_config
+    from cract_core.tracker import resolve_checkpoint
+
+    cfg = load_config(default_config_path())
+    shipped = resolve_checkpoint(cfg, None)
+    if shipped is not None and shipped.is_file():
+        return ""
+    import torch
+    from cract_core.checkpoint import save_checkpoint
+    from cract_core.model import CRACTNet
+
+    torch.manual_seed(0)
+    path = tmp_path / "heads.pt"
+    save_checkpoint(path, CRACTNet(cfg), cfg, step=0)
+    return str(path)
+
+
+def test_lockstep_boxes_match_the_offline_tracker(node_factory, bird, tmp_path) -> None:
+    """30 real frames through the node in lockstep: right stamps, boxes within 1 px of Tracker offline."""
+    checkpoint = shared_heads_checkpoint(tmp_path)
+    settings = {k: s.default for k, s in PARAMETERS.items()}
+    settings.update(tracker_mode="sync", num_threads=1, checkpoint=checkpoint)
+    nut = node_factory("lockstep", lockstep=True, tracker_mode="sync", num_threads=1, checkpoint=checkpoint)
+    msgs, gt = bird["msgs"], bird["gt"]
+
+    idle = nut.publish_and_wait(msgs[0], 0)
+    assert idle.state == TrackedObject.IDLE and idle.header.frame_id == "camera"
+    resp = nut.call_set_target(gt[0], stamp_msg(0))
+    assert resp.success, resp.message
+    init = nut.spin_until(lambda: [r for r in nut.results_for(stamp_msg(0)) if r.state != TrackedObject.IDLE], 30.0,
+                          "the TrackedObject of the init frame")[-1]
+    np.testing.assert_allclose([init.x, init.y, init.width, init.height], gt[0], atol=1e-3)
+    online = [init]
+    for i in range(1, N_FRAMES):
+        online.append(nut.publish_and_wait(msgs[i], i))
+
+    import torch
+    threads = torch.get_num_threads()
+    tracker = build_tracker(settings)
+    try:
+        offline = [tracker.init(bird["frames"][0], gt[0])]
+        offline += [tracker.track(f) for f in bird["frames"][1:]]
+    finally:
+        tracker.close()
+        torch.set_num_threads(threads)
+
+    h, w = bird["frames"][0].shape[:2]
+    for i, (on, off) in enumerate(zip(online, offline)):
+        assert key(on.header.stamp) == key(stamp_msg(i))
+        assert on.header.frame_id == "camera"
+        np.testing.assert_allclose([on.x, on.y, on.width, on.height], off.box, atol=1.0,
+                                   err_msg=f"frame {i}: node vs offline tracker")
+        assert on.state == int(off.state) and on.frame_index == off.frame_index == i
+        assert 0.0 <= on.confidence <= 1.0
+        assert math.isclose(on.confidence, min(max(off.confidence, 0.0), 1.0), abs_tol=1e-4)
+        cx, cy = on.x + on.width / 2, on.y + on.height / 2
+        assert math.isclose(on.offset_x, (cx - w / 2) / (w / 2), abs_tol=1e-4)
+        assert math.isclose(on.offset_y, (cy - h / 2) / (h / 2), abs_tol=1e-4)
+        assert math.isclose(on.relative_size, on.width * on.height / (w * h), rel_tol=1e-4)
+    # the diagnostics saw every frame, none dropped (lockstep)
+    _, values = nut.latest_diag(lambda v: int(v["processed"]) >= N_FRAMES + 1, "diagnostics of all frames")
+    assert values["dropped"] == "0" and values["bad_images"] == "0"
+
+
+def test_set_target_errors_answer_false_and_the_node_stays_up(node_factory, bird) -> None:
+    nut = node_factory("services", warmup=False, frame_buffer_size=3)
+    msgs, gt = bird["msgs"], bird["gt"]
+
+    resp = nut.call_set_target(gt[0])
+    assert not resp.success and "no image received yet" in resp.message
+
+    for i in range(5):  # newest-frame mode: wait for each so that all five enter the history
+        nut.publish_and_wait(msgs[i], i)
+    cases = {
+        "wholly outside": ([5000.0, 5000.0, 50.0, 50.0], None, "wholly outside"),
+        "zero size": ([100.0, 100.0, 0.0, 40.0], None, "under 2 px"),
+        "NaN": ([float("nan"), 100.0, 40.0, 40.0], None, "NaN"),
+        "never seen stamp": (gt[0], TimeMsg(sec=7, nanosec=5), "no buffered frame with stamp 7.000000005"),
+        "no longer buffered": (gt[0], stamp_msg(0), "no buffered frame with stamp"),
+    }
+    for name, (box, stamp, needle) in cases.items():
+        resp = nut.call_set_target(box, stamp)
+        assert not resp.success, name
+        assert needle in resp.message, f"{name}: {resp.message!r}"
+        assert nut.proc.poll() is None
+    # the last three frames are kept: frame 2 still is, and a partly outside box is clipped
+    resp = nut.call_set_target([-20.0, 200.0, 80.0, 60.0], stamp_msg(2))
+    assert resp.success and "clipped" in resp.message, resp.message
+    resp = nut.call_set_target(gt[4], stamp_msg(4))
+    assert resp.success, resp.message
+    tracked = nut.publish_and_wait(msgs[5], 5)
+    assert tracked.state != TrackedObject.IDLE and tracked.frame_index == 1
+
+    cleared = nut.call(nut.clear_target, Trigger.Request(), "~/clear_target")
+    assert cleared.success and cleared.message == "target cleared"
+    assert nut.publish_and_wait(msgs[6], 6).state == TrackedObject.IDLE
+
+
+def test_bad_images_parameters_debug_image_watchdog_and_sim_time(node_factory, bird) -> None:
+    nut = node_factory("misc", warmup=False, lockstep=True, diagnostics_period_s=0.2, watchdog_timeout_s=1.0,
+                       use_sim_time=True)
+    msgs, gt, frame = bird["msgs"], bird["gt"], bird["frames"][0]
+
+    # /clock drives the node's clock (its timers and stamps): a simulated clock from 4242 s on
+    clock_pub = nut.node.create_publisher(Clock, "/clock", 10)
+    t_start = time.monotonic()
+
+    def tick() -> None:
+        ns = 4242 * 1_000_000_000 + int((time.monotonic() - t_start) * 1e9)
+        clock_pub.publish(Clock(clock=TimeMsg(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)))
+    nut.node.create_timer(0.02, tick)
+    nut.spin_until(lambda: clock_pub.get_subscription_count() > 0, 30.0, "the node's /clock subscription")
+
+    # bad images: unknown encoding, step mismatch, size mismatch, empty data
+    bad = []
+    m = bgr_to_image(frame)
+    m.encoding = "yuv422"
+    bad.append(m)
+    m = bgr_to_image(frame)
+    m.step = m.step - 3
+    bad.append(m)
+    m = bgr_to_image(frame)
+    m.data = bytes(len(m.data) - 10)
+    bad.append(m)
+    m = bgr_to_image(frame)
+    m.data = b""
+    bad.append(m)
+    for j, m in enumerate(bad):
+        nut.publish(m, 100 + j)
+        nut.executor.spin_once(timeout_sec=0.05)
+    ok = nut.publish_and_wait(msgs[0], 0)  # lockstep: processed after the four bad ones
+    assert ok.state == TrackedObject.IDLE
+    _, values = nut.latest_diag(lambda v: int(v["processed"]) >= 1 and int(v["bad_images"]) >= 4, "bad_images = 4")
+    assert values["bad_images"] == "4" and values["errors"] == "0"
+    assert "unsupported image encoding 'yuv422'" in nut.log_text()
+    assert nut.proc.poll() is None
+
+    # parameters: bad values are refused with the reason; runtime ones apply at once
+    for name, value, needle in [("alpha", 1.5, "alpha must be <= 1.0"), ("update_interval", 0, "update_interval must be >= 1"),
+                                ("lost_confidence", 0.9, "lost_confidence (0.9) must be <= low_confidence"),
+                                ("device", "tpu", "read-only"), ("alpha", "high", "")]:
+        res = nut.set_param(name, value)
+        assert not res.successful, (name, value)
+        assert needle.lower() in res.reason.lower(), (name, res.reason)
+    res = nut.set_param("beta", 0.7)
+    assert res.successful, res.reason
+    res = nut.call(nut.get_params, GetParameters.Request(names=["beta", "alpha"]), "get beta")
+    assert [v.double_value for v in res.values] == [0.7, 0.4]
+
+    # debug image, only while subscribed: the frame with the box drawn, same stamp and size
+    nut.node.create_subscription(Image, f"{nut.fqn}/debug_image", nut.debug_images.append, qos_profile_sensor_data)
+    nut.spin_until(lambda: nut.node.count_publishers(f"{nut.fqn}/debug_image") > 0, 30.0, "debug_image publisher")
+    resp = nut.call_set_target(gt[0], stamp_msg(0))
+    assert resp.success, resp.message
+    nut.spin_until(lambda: nut.debug_images, REPLY_TIMEOUT, "a debug image")
+    dbg = nut.debug_images[-1]
+    assert (dbg.height, dbg.width, dbg.encoding) == (frame.shape[0], frame.shape[1], "bgr8")
+    assert key(dbg.header.stamp) == key(stamp_msg(0))
+    tracked = nut.publish_and_wait(msgs[1], 1)
+    assert tracked.state != TrackedObject.IDLE
+
+    # watchdog: no image for 1 s while tracking -> LOST and a diagnostic warning
+    lost = nut.spin_until(lambda: [r for r in nut.results if r.state == TrackedObject.LOST and
+                                   key(r.header.stamp) != key(stamp_msg(1))], 30.0, "a watchdog LOST")
+    assert lost
+    status, values = nut.latest_diag(lambda v: v["state"] == "LOST", "a LOST diagnostic")
+    assert status.level == DiagnosticStatus.WARN and "no image" in status.message
+    assert "watchdog" in nut.log_text()
+    # use_sim_time: the watchdog's message is stamped with /clock's time, not the wall clock's
+    assert 4242 <= lost[-1].header.stamp.sec < 4242 + 3600
+    # images again: the frame is tracked and the warning clears
+    resumed = nut.publish_and_wait(msgs[2], 2)
+    assert resumed.frame_index == 2
+    status, values = nut.latest_diag(lambda v: int(v["processed"]) >= 4 and v["seconds_since_image"] != "never"
+                                     and float(v["seconds_since_image"]) < 1.0, "diagnostics after resuming")
+    assert status.level == DiagnosticStatus.OK and values["dropped"] == "0"
+
+
+def test_updates_held_off_the_frame_path(node_factory, bird) -> None:
+    """Hold the update solver: frames keep being tracked; release it: the new weights are used.
+
+    Thresholds at 0 keep the state TRACKING whatever the heads score (untrained heads included),
+    and K=2, so that discriminator updates are requested within the first frames.
+    """
+    nut = node_factory("hold", warmup=False, lockstep=True, tracker_mode="async", diagnostics_period_s=0.1,
+                       test_hold_updates=True, low_confidence=0.0, lost_confidence=0.0, update_interval=2)
+    msgs, gt = bird["msgs"], bird["gt"]
+    nut.publish_and_wait(msgs[0], 0)
+    resp = nut.call_set_target(gt[0], stamp_msg(0))
+    assert resp.success, resp.message
+    _, values = nut.latest_diag(lambda v: int(v["processed"]) >= 2, "diagnostics after init")
+    v0 = int(values["weights_version"])
+
+    # held: every frame comes back, and no frame uses new weights, while updates are requested
+    index = 0
+    held_updates = 0
+    while index < N_FRAMES - 1 and held_updates == 0 or index < 12:
+        index += 1
+        res = nut.publish_and_wait(msgs[index % N_FRAMES], index)
+        assert res.frame_index == index
+        _, values = nut.latest_diag(lambda v, n=index: int(v["processed"]) >= n + 2, f"diagnostics of frame {index}")
+        assert int(values["weights_version"]) == v0, f"new weights at frame {index} while the solver is held"
+        held_updates = int(values["update_frames"])
+    assert held_updates >= 1, "no update was requested in the held stretch"
+
+    # released: the waiting solve runs and a later frame uses the new snapshot
+    assert nut.set_param("test_hold_updates", False).successful
+    for extra in range(1, 200):
+        index += 1
+        nut.publish_and_wait(msgs[index % N_FRAMES], index)
+        _, values = nut.latest_diag(lambda v, n=index: int(v["processed"]) >= n + 2, f"diagnostics of frame {index}")
+        if int(values["weights_version"]) > v0:
+            break
+    assert int(values["weights_version"]) > v0, "the released update never reached a frame"
