@@ -100,6 +100,11 @@ class OnlineConfig:
     reliable_score: float = 0.5  # a frame joins the long-term memory when its final score is above this
     short_term_threshold: float = 0.35  # final score below this triggers a short-term update at once
     async_swap_delay: int = -1  # >= 0: deterministic asynchronous test setting, swap exactly L frames later
+    # Caps on one fc update's training set, the first frame's 200 / 1000 included (always kept whole).
+    # Past the cap, whole memory frames are taken evenly spaced over the memory, the newest always:
+    # a full long-term memory is ~5000 / 5000 samples, whose Gauss-Newton solve takes seconds on a CPU.
+    update_max_positives: int = 1000
+    update_max_negatives: int = 2000
 
 
 @dataclass
