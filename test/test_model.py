@@ -80,6 +80,19 @@ def test_shapes_of_the_inference_path(net: CRACTNet, search_features: torch.Tens
     assert torch.all(adjusted[:-1] >= adjusted[1:])  # ranked by the (here unadjusted) score
 
 
+def test_propose_ranks_by_adjusted_but_returns_raw_scores(net: CRACTNet, search_features: torch.Tensor, template_state) -> None:
+    phi = search_features[:1]
+    scores, boxes = net.rpn_outputs(template_state.kernels, phi)
+    k = int(scores[0].argsort()[100])  # a mediocre anchor of the RPN ...
+    adjust = torch.zeros(405)
+    adjust[k] = 1.0  # ... made the only candidate by the tracker's penalty/window
+    props, c, adjusted, _ = net.propose(phi, template_state, adjust)
+    torch.testing.assert_close(props[0], boxes[0, k])
+    torch.testing.assert_close(c[0], scores[0, k])  # c_i: the RPN's own probability
+    torch.testing.assert_close(adjusted[0], scores[0, k])
+    assert torch.all(adjusted[1:] == 0) and bool((c[1:] > 0).any())  # ranked by adjusted, reported raw
+
+
 def test_refine_batch_equals_one_at_a_time(net: CRACTNet, search_features: torch.Tensor, template_state) -> None:
     phi = search_features[:1]
     boxes = _boxes(10, 4)
