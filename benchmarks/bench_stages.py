@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without install
 
-from cract_core.config import ExperimentConfig, config_from_dict  # noqa: E402
+from cract_core.config import config_from_dict  # noqa: E402
 from cract_core.model import CRACTNet  # noqa: E402
 
 TEMPLATE_BOX = (31.5, 31.5, 95.5, 95.5)  # a 64 x 64 target at the centre of the 127 crop

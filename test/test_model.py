@@ -130,7 +130,7 @@ def test_refined_box_follows_eq4(net: CRACTNet, search_features: torch.Tensor, t
     torch.testing.assert_close(ref.features, net.pool(search_features[:1], ref.refined_xyxy), atol=1e-5, rtol=1e-5)
 
 
-def test_r_initial_offsets_are_zero(search_features: torch.Tensor) -> None:
+def test_r_initial_offsets_are_zero() -> None:
     torch.manual_seed(0)
     fresh = CRACTNet(ExperimentConfig()).eval()
     with torch.no_grad():
