@@ -17,7 +17,9 @@ What happens when
   (positives from the last ``long_term_frames`` reliable frames, negatives from the last
   ``short_term_frames``), and a short-term update at once when the confidence drops below
   ``short_term_threshold`` (positives and negatives from the last ``short_term_frames`` frames).
-  The first frame's samples are always part of the training set.  Updates touch fc1 and fc2 only,
+  The first frame's samples are always part of the training set; past ``update_max_positives`` /
+  ``update_max_negatives`` whole memory frames are taken evenly spaced over the memory (a full
+  memory of ~10,000 samples takes seconds to solve on a CPU).  Updates touch fc1 and fc2 only,
   warm-started from the newest weights (``update_gn_iterations`` x ``update_cg_iterations``).
 
 Collect, solve, swap
@@ -244,6 +246,31 @@ class DiscriminatorProblem(LeastSquaresProblem):
 
     def residuals(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
         return [self.sqrt_w * (self.predict(params) - self.labels)] + ridge_residuals(params, self.weight_decay)
+
+
+def _spread(frames: list[torch.Tensor], budget: int) -> list[torch.Tensor]:
+    """Whole frames, oldest first, at most ``budget`` samples: all when they fit, else frames
+    evenly spaced over the memory with the newest always in.
+
+    Whole frames keep each frame's hard negatives (the tracker appends them to a frame's rows), and
+    spacing keeps the memory's whole time span.  Deterministic, so sync and async agree.
+    """
+    total = sum(len(f) for f in frames)
+    if total <= budget:
+        return list(frames)
+    if budget <= 0 or not frames:
+        return []
+    per = max(total / len(frames), 1.0)
+    k = max(int(budget // per), 1)
+    if k >= len(frames):
+        return list(frames)
+    # k indices spread over 0..n-1 with the last one at n-1 (the newest frame).
+    n = len(frames)
+    idx = sorted({n - 1 - int(round(i * (n - 1) / max(k - 1, 1))) for i in range(k)}) if k > 1 else [n - 1]
+    chosen = [frames[i] for i in idx]
+    while chosen and sum(len(f) for f in chosen) > budget and len(chosen) > 1:
+        chosen.pop(0)  # frames of unequal size: drop the oldest until it fits
+    return chosen
 
 
 class _SubsetProblem(LeastSquaresProblem):
@@ -499,14 +526,19 @@ class OnlineLearner:
         return True
 
     def training_set(self, kind: UpdateKind) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """References to the memory tensors an update of this kind trains on (first frame first)."""
+        """References to the memory tensors an update of this kind trains on (first frame first).
+
+        Capped at ``update_max_positives`` / ``update_max_negatives`` samples (see :func:`_spread`).
+        """
         if self._first_pos is None or self._first_neg is None:
             raise RuntimeError("OnlineLearner has no first-frame samples; call initialize first")
         if kind == "long":
-            pos = [self._first_pos, *self._long_pos]
+            pos_frames = list(self._long_pos)
         else:
-            pos = [self._first_pos, *(p for p, _ in self._short)]
-        neg = [self._first_neg, *(n for _, n in self._short)]
+            pos_frames = [p for p, _ in self._short]
+        neg_frames = [n for _, n in self._short]
+        pos = [self._first_pos, *_spread(pos_frames, self.cfg.update_max_positives - len(self._first_pos))]
+        neg = [self._first_neg, *_spread(neg_frames, self.cfg.update_max_negatives - len(self._first_neg))]
         return pos, neg
 
     def request_update(self, frame_index: int, kind: UpdateKind = "long") -> None:

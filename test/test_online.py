@@ -155,6 +155,24 @@ def test_schedule_long_short_and_memory(data) -> None:
     assert not disabled.maybe_update(10, 0.9)
 
 
+def test_training_set_cap_keeps_whole_frames_spread_over_memory(data) -> None:
+    learner = _learner(long_term_frames=10, short_term_frames=10, update_max_positives=200 + 3 * 50,
+                       update_max_negatives=1000 + 2 * 200)
+    learner.initialize(*data["first"])
+    kept = {}
+    for t in range(1, 11):
+        feats, labels = data["frames"][t]
+        learner.add_samples(t, feats, labels)
+        kept[t] = learner._long_pos[-1]
+    pos, neg = learner.training_set("long")
+    assert [len(p) for p in pos] == [200, 50, 50, 50] and [len(n) for n in neg] == [1000, 200, 200]
+    # the oldest, a middle one and the newest frame, each whole, in memory order
+    assert pos[1] is kept[1] and pos[-1] is kept[10] and pos[2] is not kept[1] and pos[2] is not kept[10]
+    assert neg[-1] is learner._short[-1][1]
+    learner.request_update(10, "long")
+    assert (learner.updates[-1].n_pos, learner.updates[-1].n_neg) == (350, 1400)
+
+
 def test_errors_before_initialize_and_bad_shapes(data) -> None:
     learner = _learner()
     feats, labels = data["first"]
