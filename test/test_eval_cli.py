@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cract_core.eval import cli
+from cract_core.eval import cli, runner
 
 SEQ_KEYS = {"auc", "prec20", "frames", "fps", "latency_ms_p50", "latency_ms_p95", "init_ms"}
 
@@ -40,7 +40,7 @@ def test_cli_on_two_real_sequences(shared_sequences_dir, tmp_path, capsys):
             assert [float(v) for v in lines[0].split(",")] == [float(v) for v in gt_first.split(",")]
             assert all(len(l.split(",")) == 4 for l in lines)
 
-    summary = json.loads((out / "summary.json").read_text())
+    summary = runner.read_summary(out / "summary.json")
     assert summary["schema"] == 1 and summary["jobs"] == 1 and summary["speed_valid"] is True
     assert summary["benchmark"] == "folder" and summary["max_frames"] == 20
     assert set(summary["trackers"]) == {"csrt", "kcf"}
@@ -59,6 +59,12 @@ def test_cli_on_two_real_sequences(shared_sequences_dir, tmp_path, capsys):
     assert _png_ok(out / "success.png") and _png_ok(out / "precision.png")
     assert (out / "table.txt").read_text().strip() in printed
     assert not (out / "submission").exists()  # plain folders have no server format
+
+
+def test_read_summary_refuses_another_schema(tmp_path):
+    (tmp_path / "s.json").write_text(json.dumps({"schema": 2, "trackers": {}}))
+    with pytest.raises(ValueError, match="schema 2, this cract reads schema 1"):
+        runner.read_summary(tmp_path / "s.json")
 
 
 def test_cli_parallel_jobs_leave_speed_out(shared_sequences_dir, tmp_path):

@@ -1,6 +1,6 @@
 """Run trackers over sequences (in parallel processes), time them, score them, write the results.
 
-Outputs of :func:`write_outputs` under ``OUT``:
+Outputs under ``OUT`` (cli.main writes them with the functions here):
 
 * ``OUT/<tracker>/<sequence>.txt`` one line a frame, the first included: ``x,y,w,h`` in the
   benchmark's own coordinates (the first line is the ground-truth box the tracker was given;
@@ -398,6 +398,15 @@ def write_summary(out: Path, summary: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=1) + "\n")
     return path
+
+
+def read_summary(path: Path) -> dict:
+    """Load a summary.json written by this module; another schema version is an error, not a guess."""
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION:
+        raise ValueError(f"{path}: summary schema {data.get('schema') if isinstance(data, dict) else None!r}, "
+                         f"this cract reads schema {SCHEMA_VERSION}")
+    return data
 
 
 def _cell(v: Any, fmt: str) -> str:
