@@ -184,7 +184,7 @@ def test_overfit_one_pair(shared_sequences_dir: Path) -> None:
         losses["total"].backward()
         opt.step()
         opt.zero_grad()
-        history.append({k: float(v) for k, v in losses.items()})
+        history.append({k: float(v.detach()) for k, v in losses.items()})
     for key in ("rpn_cls", "rpn_reg", "reg", "ide"):
         start = history[0][key]
         end = float(np.mean([h[key] for h in history[-20:]]))  # R and I see freshly sampled boxes each step

@@ -484,6 +484,13 @@ class Trainer:
                     last_ckpt = time.monotonic()
             # final.pt only when the schedule is complete; a stop_at session leaves last.pt to resume.
             self.save(final=self.step >= tc.steps)
+        except KeyboardInterrupt:
+            # Ctrl-C on a long single-process run keeps its progress (--resume continues); under
+            # DDP the other ranks may already be gone, so no collective save is attempted.
+            if not self.ctx.enabled and self.step > 0:
+                self.save()
+                log.warning("interrupted at step %d; saved %s (continue with --resume)", self.step, self.last_path)
+            raise
         finally:
             if bar is not None:
                 bar.close()
