@@ -37,6 +37,7 @@ __all__ = [
     "read_sha256_file",
     "capture_rng_state",
     "restore_rng_state",
+    "export_heads",
 ]
 
 
@@ -214,3 +215,57 @@ def load_checkpoint(path: PathLike, expected_sha256: Optional[str] = None, map_l
             raise CheckpointError(f"{path} lacks the {key!r} entry of a {FORMAT} checkpoint")
     data["sha256"] = actual
     return data
+
+
+def export_heads(src: PathLike, dst: PathLike, half: bool = False) -> str:
+    """Write the heads of ``src`` (any checkpoint) to ``dst`` without optimizer/scheduler/RNG state,
+    optionally as float16 (half the size; the network casts back to float32 when loading).
+
+    For shipping under models/: returns the sha256 that a config's ``checkpoint_sha256`` names.
+    """
+    data = load_checkpoint(src)
+    heads = {
+        k: (v.half() if half and v.is_floating_point() else v) for k, v in data["heads"].items()
+    }
+
+    class _Heads(torch.nn.Module):  # save_checkpoint takes a net; this one only carries the dict
+        def head_state_dict(self) -> dict:
+            return heads
+
+    extra = dict(data.get("extra") or {})
+    for key in ("generators", "scaler"):
+        extra.pop(key, None)
+    extra["exported_from"] = {"path": str(src), "sha256": data["sha256"], "half": half}
+    return save_checkpoint(dst, _Heads(), data["config"], data["step"], None, None, extra)
+
+
+def main(argv: Optional[list] = None) -> int:
+    """``python -m cract_core.checkpoint export SRC DST [--half]`` and ``... verify PATH``."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m cract_core.checkpoint")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("export", help="heads only (no optimizer state), e.g. for models/")
+    e.add_argument("src")
+    e.add_argument("dst")
+    e.add_argument("--half", action="store_true", help="store float16 tensors (half the size)")
+    v = sub.add_parser("verify", help="check a checkpoint against its .sha256 and print what it holds")
+    v.add_argument("path")
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == "export":
+            digest = export_heads(args.src, args.dst, args.half)
+            print(f"{digest}  {args.dst}")
+        else:
+            data = load_checkpoint(args.path)
+            n = sum(t.numel() for t in data["heads"].values())
+            print(f"{args.path}: {data['format']}, step {data['step']}, {len(data['heads'])} tensors, {n} values, sha256 {data['sha256']}")
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

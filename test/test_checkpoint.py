@@ -99,3 +99,21 @@ def test_rng_state_roundtrip_through_file(tmp_path: Path) -> None:
     got = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(expected[0], got[0]) and np.array_equal(expected[1], got[1]) and expected[2] == got[2]
     assert capture_rng_state()["torch"].dtype == torch.uint8
+
+
+def test_export_heads_half(tmp_path: Path) -> None:
+    from cract_core.checkpoint import export_heads, main
+
+    path, net, _ = _save(tmp_path)
+    dst = tmp_path / "models" / "heads.pt"
+    digest = export_heads(path, dst, half=True)
+    data = load_checkpoint(dst, expected_sha256=digest)
+    assert data["optimizer"] is None and data["heads"]["head.weight"].dtype == torch.float16
+    assert data["extra"]["exported_from"]["sha256"] == sha256_of(path)
+    # Loading casts back into the float32 network.
+    fresh = Heads()
+    fresh.load_state_dict({k: v for k, v in data["heads"].items()}, strict=False)
+    assert fresh.head.weight.dtype == torch.float32
+    assert torch.allclose(fresh.head.weight, net.head.weight, atol=1e-3)
+    assert main(["verify", str(dst)]) == 0
+    assert main(["verify", str(tmp_path / "missing.pt")]) == 2
