@@ -59,7 +59,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import cv2
 import numpy as np
@@ -116,8 +116,11 @@ def _timed(fn, *args) -> tuple[Any, float]:
     return out, (time.perf_counter() - t0) * 1000.0
 
 
-def run_sequence(task: Task) -> RunResult:
-    """Run one tracker over one sequence: one-pass ("ope") or VOT's reset protocol ("reset")."""
+def run_sequence(task: Task, on_frame: Optional[Callable[[], None]] = None) -> RunResult:
+    """Run one tracker over one sequence: one-pass ("ope") or VOT's reset protocol ("reset").
+
+    ``on_frame`` is called after every frame (the in-process progress bar)."""
+    tick = on_frame or (lambda: None)
     seq = task.sequence
     n = len(seq)
     name = task.result_name
@@ -136,6 +139,7 @@ def run_sequence(task: Task) -> RunResult:
             _, ms = _timed(tracker.init, seq.image(0), box0)
             inits.append(ms)
             boxes[0] = box0
+            tick()
             for i in range(1, n):
                 img = seq.image(i)  # decoding is not the tracker's time
                 out, ms = _timed(tracker.update, img)
@@ -143,6 +147,7 @@ def run_sequence(task: Task) -> RunResult:
                 conf[i] = np.nan if c is None else c
                 lat.append(ms)
                 upd.append(bool(getattr(tracker, "last_updated", False)))
+                tick()
         elif task.protocol == "reset":
             gt_ok = metrics.valid_boxes(seq.groundtruth)
             i = 0
@@ -192,13 +197,16 @@ def run_all(tasks: list[Task], jobs: int = 1, progress: bool = True) -> list[Run
     from tqdm import tqdm
 
     results: list[RunResult] = []
-    bar = tqdm(total=len(tasks), unit="seq", disable=not progress, dynamic_ncols=True, file=sys.stderr)
+    # Counted in frames, so one long sequence (LaSOT has thousands) still shows progress.
+    total = sum(len(t.sequence) for t in tasks)
+    bar = tqdm(total=total, unit="frame", disable=not progress, dynamic_ncols=True, file=sys.stderr)
     try:
         if jobs <= 1:
             for t in tasks:
                 bar.set_postfix_str(f"{t.result_name}/{t.sequence.name}")
-                results.append(run_sequence(t))
-                bar.update(1)
+                before = bar.n
+                results.append(run_sequence(t, on_frame=lambda: bar.update(1)))
+                bar.update(len(t.sequence) - (bar.n - before))  # frames a failure or reset skipped
         else:
             # spawn, not fork: torch and OpenCV keep thread pools that a fork would copy half-alive.
             ctx = multiprocessing.get_context("spawn")
@@ -215,7 +223,7 @@ def run_all(tasks: list[Task], jobs: int = 1, progress: bool = True) -> list[Run
                                       np.zeros(0), [], None, f"{type(exc).__name__}: {exc}")
                         )
                     bar.set_postfix_str(f"{t.result_name}/{t.sequence.name}")
-                    bar.update(1)
+                    bar.update(len(t.sequence))
     finally:
         bar.close()
     order = {(t.result_name, t.sequence.name): k for k, t in enumerate(tasks)}
