@@ -262,13 +262,18 @@ class Trainer:
         if self.ctx.is_main:
             cache = build_feature_cache(folder, self.cfg, datasets, self.net.backbone, self.augment,
                                         n_search, n_template, tc.seed, progress=self.opts.progress)
-        if self.ctx.enabled:
-            dist.barrier()  # rank 0 builds; the others read what it wrote
-        if not self.ctx.is_main:
-            cache = FeatureCache(folder)
+        else:
+            # Rank 0 builds; the others wait for its meta.json (written last) by polling, not with a
+            # collective barrier, whose default timeout (30 min) a large cache build can exceed.
             want = cache_signature(self.cfg, datasets, self.augment, (n_template, n_search), tc.seed)
-            if cache.signature != want:
-                raise RuntimeError(f"feature cache {folder} does not match this rank's data/config")
+            while True:
+                try:
+                    cache = FeatureCache(folder)
+                    if cache.signature == want:
+                        break
+                except (OSError, ValueError, KeyError):
+                    pass
+                time.sleep(5.0)
         self.net.backbone = CachedBackbone(cache, self.net.backbone).to(self.device)
         # Drawing a cached pair is a few index look-ups: workers would only copy the memory maps.
         tc.num_workers = 0
