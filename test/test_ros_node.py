@@ -360,14 +360,23 @@ def test_bad_images_parameters_debug_image_watchdog_and_sim_time(node_factory, b
     assert status.level == DiagnosticStatus.OK and values["dropped"] == "0"
 
 
-def test_updates_held_off_the_frame_path(node_factory, bird) -> None:
+def test_updates_held_off_the_frame_path(node_factory, bird, tmp_path) -> None:
     """Hold the update solver: frames keep being tracked; release it: the new weights are used.
 
-    Thresholds at 0 keep the state TRACKING whatever the heads score (untrained heads included),
-    and K=2, so that discriminator updates are requested within the first frames.
+    Thresholds at 0 keep the state TRACKING and a model config with reliable_score 0 keeps every
+    frame's samples, whatever the heads score (untrained heads included); with K=2, discriminator
+    updates are requested within the first frames.
     """
+    import yaml
+    from cract_core.config import default_config_path
+
+    data = yaml.safe_load(default_config_path().read_text()) or {}
+    data.setdefault("online", {})["reliable_score"] = 0.0
+    model_config = tmp_path / "model_all_reliable.yaml"
+    model_config.write_text(yaml.safe_dump(data))
     nut = node_factory("hold", warmup=False, lockstep=True, tracker_mode="async", diagnostics_period_s=0.1,
-                       test_hold_updates=True, low_confidence=0.0, lost_confidence=0.0, update_interval=2)
+                       test_hold_updates=True, low_confidence=0.0, lost_confidence=0.0, update_interval=2,
+                       model_config=str(model_config))
     msgs, gt = bird["msgs"], bird["gt"]
     nut.publish_and_wait(msgs[0], 0)
     resp = nut.call_set_target(gt[0], stamp_msg(0))
