@@ -198,3 +198,25 @@ def test_speed_fields_by_hand():
 def test_result_file_numbers_keep_the_benchmark_convention(tmp_path):
     R.write_boxes(tmp_path / "a.txt", np.array([[82, 218, 69, 73], [1.25, 2.5, 3.0, np.nan]]))
     assert (tmp_path / "a.txt").read_text() == "82,218,69,73\n1.25,2.5,3,nan\n"
+
+
+def test_tracker_specs_put_cract_variants_side_by_side():
+    base = {"device": "cpu", "ablations": {"pooling": "single"}}
+    assert trk.parse_tracker_spec("csrt", base) == ("csrt", {"device": "cpu"})  # ablations never reach csrt
+    assert trk.parse_tracker_spec("cract", base) == ("cract", base)  # --ablation applies to plain cract
+    name, opts = trk.parse_tracker_spec("cract:refinement=parallel+checkpoint=/m/par.pt", base)
+    assert name == "cract" and opts["ablations"] == {"refinement": "parallel"} and opts["checkpoint"] == "/m/par.pt"
+    assert trk.result_name(name, opts) == "cract-refinement_parallel"
+    name, opts = trk.parse_tracker_spec("cract:classifier=identifier+name=ide_only", {})
+    assert trk.result_name(name, opts) == "ide_only"
+    with pytest.raises(ValueError, match="only cract takes"):
+        trk.parse_tracker_spec("kcf:pooling=single", {})
+    with pytest.raises(ValueError, match="bad ablation 'pooling=triple'"):
+        trk.parse_tracker_spec("cract:pooling=triple", {})
+    with pytest.raises(ValueError, match="expected key=value"):
+        trk.parse_tracker_spec("cract:parallel", {})
+    seq = Sequence("s", ["a.jpg"], np.zeros((1, 4)), np.zeros(1, bool))
+    tasks = R.make_tasks(["cract", "cract:refinement=parallel", "kcf"], {}, [seq], "ope", 1)
+    assert [t.result_name for t in tasks] == ["cract", "cract-refinement_parallel", "kcf"]
+    with pytest.raises(ValueError, match="would both write to cract/"):
+        R.make_tasks(["cract", "cract:checkpoint=/x.pt"], {}, [seq], "ope", 1)

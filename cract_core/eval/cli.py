@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmark", choices=datasets.BENCHMARKS, default=None,
                    help="layout of --sequences (default: detected from its files)")
     p.add_argument("--only", default=None, help="comma-separated sequence names to run")
-    p.add_argument("--trackers", default="csrt", help=f"comma-separated; known: {', '.join(sorted(trk.REGISTRY))}")
+    p.add_argument("--trackers", default="csrt",
+                   help=f"comma-separated; known: {', '.join(sorted(trk.REGISTRY))}; cract variants side by side: "
+                        "cract:refinement=parallel+pooling=single+checkpoint=PATH+name=LABEL")
     p.add_argument("--config", default=None, help="cract experiment YAML (default: the packaged default)")
     p.add_argument("--checkpoint", default=None, help="cract heads checkpoint (default: the config's)")
     p.add_argument("--device", default="auto", help="cract device: auto, cpu, cuda, cuda:1 ...")
@@ -63,15 +65,16 @@ def _fail(msg: str) -> int:
 
 def main(argv: Optional[Seq[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    names = [n.strip() for n in args.trackers.split(",") if n.strip()]
-    if not names:
+    specs = [n.strip() for n in args.trackers.split(",") if n.strip()]
+    if not specs:
         return _fail("--trackers names no tracker")
+    names = [s.partition(":")[0].strip() for s in specs]
     try:
         trk.check_names(names)
         ablations = trk.parse_ablations(args.ablation)
     except ValueError as exc:
         return _fail(str(exc))
-    if ablations and "cract" not in names:
+    if ablations and "cract" not in specs:
         return _fail("--ablation applies to the cract tracker; add cract to --trackers")
     if args.jobs < 1:
         return _fail(f"--jobs must be >= 1, got {args.jobs}")
@@ -101,22 +104,26 @@ def main(argv: Optional[Seq[str]] = None) -> int:
         "nanotrack_backbone": args.nanotrack_backbone,
         "nanotrack_neckhead": args.nanotrack_neckhead,
     }
+    try:
+        tasks = runner.make_tasks(specs, options, seqs, protocol, 1)
+    except ValueError as exc:
+        return _fail(str(exc))
     # Build every tracker once here, so a missing model file or module is one clear error up
     # front rather than the same failure in every worker.
-    for name in names:
-        opts = dict(options) if name == "cract" else {k: v for k, v in options.items() if k != "ablations"}
+    for t in {t.result_name: t for t in tasks}.values():
         try:
-            t = trk.create(name, **opts)
+            built = trk.create(t.tracker, **t.options)
         except Exception as exc:
-            return _fail(f"cannot build tracker {name}: {exc}")
-        close = getattr(t, "close", None)
+            return _fail(f"cannot build tracker {t.result_name}: {exc}")
+        close = getattr(built, "close", None)
         if callable(close):
             close()
 
-    jobs = min(args.jobs, len(seqs) * len(names))
+    jobs = min(args.jobs, len(tasks))
     threads = args.threads or max(1, (os.cpu_count() or 1) // jobs)
-    tasks = runner.make_tasks(names, options, seqs, protocol, threads)
-    print(f"cract-eval: {len(names)} tracker(s) x {len(seqs)} {benchmark} sequence(s), protocol {protocol}, "
+    for t in tasks:
+        t.threads = threads
+    print(f"cract-eval: {len(specs)} tracker(s) x {len(seqs)} {benchmark} sequence(s), protocol {protocol}, "
           f"jobs {jobs}, threads {threads}", file=sys.stderr)
     results = runner.run_all(tasks, jobs=jobs, progress=not args.no_progress)
 

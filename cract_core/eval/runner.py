@@ -428,10 +428,11 @@ def format_table(summary: dict) -> str:
     """The terminal table: one row per tracker (means), then AUC per sequence and tracker."""
     reset = summary.get("protocol") == "reset"
     lines = []
+    nw = max([28] + [len(n) for n in summary["trackers"]])  # long cract variant names stay aligned
     if reset:
-        head = f"{'tracker':<28} {'seqs':>4} {'frames':>6} {'EAO':>6} {'A':>6} {'R':>6} {'fails':>5} {'fps':>7} {'p50 ms':>7} {'p95 ms':>7} {'init ms':>7}"
+        head = f"{'tracker':<{nw}} {'seqs':>4} {'frames':>6} {'EAO':>6} {'A':>6} {'R':>6} {'fails':>5} {'fps':>7} {'p50 ms':>7} {'p95 ms':>7} {'init ms':>7}"
     else:
-        head = f"{'tracker':<28} {'seqs':>4} {'frames':>6} {'AUC':>6} {'P@20':>6} {'NormP':>6} {'AO':>6} {'fps':>7} {'p50 ms':>7} {'p95 ms':>7} {'init ms':>7}"
+        head = f"{'tracker':<{nw}} {'seqs':>4} {'frames':>6} {'AUC':>6} {'P@20':>6} {'NormP':>6} {'AO':>6} {'fps':>7} {'p50 ms':>7} {'p95 ms':>7} {'init ms':>7}"
     lines += [head, "-" * len(head)]
     for name, t in summary["trackers"].items():
         m = t["mean"]
@@ -440,7 +441,7 @@ def format_table(summary: dict) -> str:
         else:
             mid = f"{_cell(m['auc'], '6.3f')} {_cell(m['prec20'], '6.3f')} {_cell(m['norm_prec'], '6.3f')} {_cell(m['ao'], '6.3f')}"
         lines.append(
-            f"{name:<28} {m['sequences']:>4} {m['frames']:>6} {mid} {_cell(m['fps'], '7.1f')} "
+            f"{name:<{nw}} {m['sequences']:>4} {m['frames']:>6} {mid} {_cell(m['fps'], '7.1f')} "
             f"{_cell(m['latency_ms_p50'], '7.2f')} {_cell(m['latency_ms_p95'], '7.2f')} {_cell(m['init_ms'], '7.2f')}"
         )
     if not summary.get("speed_valid"):
@@ -465,15 +466,19 @@ def format_table(summary: dict) -> str:
 
 
 def make_tasks(
-    tracker_names: Iterable[str], options: dict, sequences: list[Sequence], protocol: str, threads: int,
+    tracker_specs: Iterable[str], options: dict, sequences: list[Sequence], protocol: str, threads: int,
     max_frames: Optional[int] = None,
 ) -> list[Task]:
-    """Every (tracker, sequence) pair; ablations apply to cract only."""
+    """Every (tracker, sequence) pair.  Specs are names or cract variants (trackers.parse_tracker_spec);
+    ablations apply to cract only; two entries with one result name are an error."""
     tasks = []
-    for name in tracker_names:
-        opts = dict(options)
-        if name != "cract":
-            opts.pop("ablations", None)
+    seen: dict[str, str] = {}
+    for spec in tracker_specs:
+        name, opts = trk.parse_tracker_spec(spec, options)
+        label = trk.result_name(name, opts)
+        if label in seen:
+            raise ValueError(f"trackers {seen[label]!r} and {spec!r} would both write to {label}/; add +name=... to one")
+        seen[label] = spec
         for seq in sequences:
             tasks.append(Task(name, opts, seq.head(max_frames), protocol, threads))
     return tasks

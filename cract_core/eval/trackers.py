@@ -270,6 +270,45 @@ def create(name: str, **options: Any) -> EvalTracker:
 
 def result_name(name: str, options: dict) -> str:
     """The folder / summary name a tracker's results go under (ablations make cract's distinct)."""
+    if options.get("label"):
+        return str(options["label"])
     if name == "cract" and options.get("ablations"):
         return "cract" + ablation_suffix(options["ablations"])
     return name
+
+
+SPEC_KEYS = ("config", "checkpoint", "name")
+
+
+def parse_tracker_spec(spec: str, options: dict) -> tuple[str, dict]:
+    """``"cract:refinement=parallel+pooling=single+checkpoint=heads.pt+name=abl"`` -> (name, options).
+
+    A spec lets one run hold several cract variants side by side (the paper's ablation tables in
+    one plot).  After the ``:``, ``+``-separated ``key=value`` pairs: ablation fields (see
+    ABLATION_FIELDS; they replace --ablation for this entry), ``config``, ``checkpoint`` (variants
+    such as single RoIAlign need heads trained for them) and ``name`` (the result folder).
+    A plain name takes ``options`` as they are; ablations only ever reach cract.
+    """
+    base, sep, rest = spec.strip().partition(":")
+    base = base.strip()
+    check_names([base])
+    opts = dict(options)
+    if base != "cract":
+        opts.pop("ablations", None)
+        if sep:
+            raise ValueError(f"tracker spec {spec!r}: only cract takes ':key=value' settings")
+        return base, opts
+    if not sep:
+        return base, opts
+    ablations: dict[str, str] = {}
+    for part in rest.split("+"):
+        key, eq, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if not eq or not value:
+            raise ValueError(f"tracker spec {spec!r}: expected key=value, got {part!r}")
+        if key in SPEC_KEYS:
+            opts["label" if key == "name" else key] = value
+        else:
+            ablations.update(parse_ablations([f"{key}={value}"]))
+    opts["ablations"] = ablations
+    return base, opts
