@@ -82,6 +82,14 @@ def test_cli_parallel_jobs_leave_speed_out(shared_sequences_dir, tmp_path):
         assert entry["fps"] is None and entry["latency_ms_p50"] is None and entry["init_ms"] is None
         assert entry["auc"] is not None
     assert kcf["mean"]["fps"] is None
+    # The same boxes as one process running them in turn: parallelism changes timing, not results.
+    out1 = tmp_path / "eval1"
+    assert cli.main([
+        "--sequences", str(shared_sequences_dir), "--only", "otb_woman,uav_person11", "--trackers", "kcf",
+        "--jobs", "1", "--threads", "1", "--max-frames", "6", "--no-progress", "--out", str(out1),
+    ]) == 0
+    for seq in ("otb_woman", "uav_person11"):
+        assert (out / "kcf" / f"{seq}.txt").read_bytes() == (out1 / "kcf" / f"{seq}.txt").read_bytes()
 
 
 def test_cli_writes_got10k_submission_and_scores_val(tmp_path):
