@@ -426,8 +426,11 @@ class TrackerNode(Node):
         return request.success, request.message
 
     def _on_set_target(self, req: SetTarget.Request, resp: SetTarget.Response) -> SetTarget.Response:
-        resp.success, resp.message = self._request_init(req.x, req.y, req.width, req.height, req.stamp,
-                                                        "~/set_target", wait=True)
+        try:
+            resp.success, resp.message = self._request_init(req.x, req.y, req.width, req.height, req.stamp,
+                                                            "~/set_target", wait=True)
+        except Exception as exc:  # answer, never end the executor
+            resp.success, resp.message = False, f"internal error: {type(exc).__name__}: {exc}"
         text = (f"set_target {req.x:g},{req.y:g},{req.width:g},{req.height:g} @ {format_stamp(req.stamp)}: "
                 f"{'ok' if resp.success else 'refused'}: {resp.message}")
         # (one severity per call site: rclpy refuses a logger call that changes it)
@@ -594,6 +597,12 @@ class TrackerNode(Node):
     # ---------------------------------------------------------------- timers (timer group)
 
     def _check_watchdog(self) -> None:
+        try:
+            self._check_watchdog_unguarded()
+        except Exception as exc:  # as above: never end the executor from a timer
+            self.get_logger().error(f"watchdog: {type(exc).__name__}: {exc}", throttle_duration_sec=10.0)
+
+    def _check_watchdog_unguarded(self) -> None:
         with self._cv:
             last = self._last_image_time
         if not self._target_set or self._watchdog_tripped or last is None:
@@ -618,7 +627,8 @@ class TrackerNode(Node):
         with self._cv:
             received, dropped, last = self._received, self._dropped, self._last_image_time
         now = time.monotonic()
-        times = [t for t in self._processed_times if now - t <= 5.0]
+        # copy each deque in one C call before iterating in Python: the tracker's thread appends
+        times = [t for t in list(self._processed_times) if now - t <= 5.0]
         rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) >= 2 and times[-1] > times[0] else 0.0
         lat = list(self._latencies)
         upd = list(self._update_latencies)
@@ -641,6 +651,12 @@ class TrackerNode(Node):
         }
 
     def _publish_diagnostics(self) -> None:
+        try:
+            self._publish_diagnostics_unguarded()
+        except Exception as exc:  # an exception in a timer would end executor.spin(): log it instead
+            self.get_logger().error(f"diagnostics: {type(exc).__name__}: {exc}", throttle_duration_sec=10.0)
+
+    def _publish_diagnostics_unguarded(self) -> None:
         values = self.diagnostics_values()
         status = DiagnosticStatus()
         status.name = f"{self.get_name()}: tracker"
