@@ -209,12 +209,13 @@ class DiscriminatorProblem(LeastSquaresProblem):
     """Eq. 8: residuals sqrt(w_i) (D(x_i) - y_i) and sqrt(lambda) * params.
 
     ``fit_conv=True`` (frame 1): params are [conv_w, conv_b, fc1_w, fc1_b, fc2_w, fc2_b] and
-    ``inputs`` are RoIAlign features (n, C, S, S).  ``fit_conv=False`` (updates): params are the
+    ``inputs`` are RoIAlign features (n, C, S, S); with ``conv_basis`` (k, C) the conv weight is
+    ``A @ conv_basis`` and params[0] is A (out, k) (same weight decay: the basis is orthonormal).  ``fit_conv=False`` (updates): params are the
     four fc tensors and ``inputs`` are the fixed conv's flattened activations (n, F).
     """
 
     def __init__(self, inputs: torch.Tensor, labels: torch.Tensor, weight_decay: float, fit_conv: bool,
-                 sample_weights: Optional[torch.Tensor] = None):
+                 sample_weights: Optional[torch.Tensor] = None, conv_basis: Optional[torch.Tensor] = None):
         self.labels = labels.to(inputs.dtype)
         self.sqrt_w = sample_weights if sample_weights is not None else class_balanced_weights(self.labels)
         self.weight_decay = weight_decay
@@ -226,6 +227,10 @@ class DiscriminatorProblem(LeastSquaresProblem):
             n, c, s1, s2 = inputs.shape
             self.n, self.cells = n, s1 * s2
             self.inputs = inputs.permute(0, 2, 3, 1).reshape(n * self.cells, c).contiguous()
+            if conv_basis is not None:
+                # Conv weight W = A @ basis (basis: k orthonormal rows): the rows are projected once
+                # and the unknown is A (out x k), so every pass costs k / C of the full conv.
+                self.inputs = self.inputs @ conv_basis.T
         else:
             self.inputs = inputs
 
@@ -328,6 +333,7 @@ class OnlineLearner:
         conv_channels: int = 32,
         fc_hidden: int = 64,
         seed: int = 0,
+        conv_subspace: Optional[int] = None,
     ):
         if mode not in ("sync", "async"):
             raise ValueError(f"mode must be 'sync' or 'async', got {mode!r}")
@@ -337,6 +343,11 @@ class OnlineLearner:
         self.conv_channels = conv_channels
         self.fc_hidden = fc_hidden
         self.seed = seed
+        # None: the frame-1 fit moves the conv freely in all C input channels (the paper).  k: the
+        # conv may only move within the top-k principal components of the first frame's features,
+        # which makes the fit's conv passes k / C as costly (an approximation for slow CPUs).
+        # The argument wins over cfg.init_conv_subspace (0 there means None).
+        self.conv_subspace = conv_subspace if conv_subspace is not None else (cfg.init_conv_subspace or None)
         self.device = torch.device(device)
         self.mode = mode
         self.swap_delay: Optional[int] = cfg.async_swap_delay if (mode == "async" and cfg.async_swap_delay >= 0) else None
@@ -442,11 +453,21 @@ class OnlineLearner:
             self._last_solved = None
         self._delayed.clear()
 
-        conv0 = init_conv_pca(features, self.conv_channels)
+        k = self.conv_subspace
+        use_basis = k is not None and self.conv_channels <= k < self.in_channels
+        # One eigen-decomposition gives the conv's PCA init (the top conv_channels components) and,
+        # in subspace mode, the basis (top k) that the conv may move in.
+        pca = init_conv_pca(features, k if use_basis else self.conv_channels)
+        conv0 = ConvParams(pca.weight[: self.conv_channels], pca.bias[: self.conv_channels])
+        basis = pca.weight.reshape(pca.weight.shape[0], -1) if use_basis else None
         n_in = self.conv_channels * self.spatial_size ** 2
         fc0 = init_fc(n_in, self.fc_hidden, seed=self.seed, device=self.device, dtype=features.dtype)
-        problem = DiscriminatorProblem(features, labels, self.cfg.weight_decay, fit_conv=True)
-        params0 = conv0.tensors() + fc0.tensors()
+        problem = DiscriminatorProblem(features, labels, self.cfg.weight_decay, fit_conv=True, conv_basis=basis)
+        if basis is not None:
+            coeff0 = torch.eye(basis.shape[0], dtype=features.dtype, device=features.device)[: self.conv_channels]
+            params0 = [coeff0, conv0.bias] + fc0.tensors()
+        else:
+            params0 = conv0.tensors() + fc0.tensors()
         # With fc2 = 0 the conv and fc1 have a zero Jacobian, so a joint Gauss-Newton step would
         # see only their weight decay and set them to exactly zero (a dead network that outputs a
         # constant).  The first step therefore fits fc2 alone (a ridge regression on fc1's random
@@ -461,7 +482,8 @@ class OnlineLearner:
         stats.cg_iterations[:0] = stats_head.cg_iterations
         stats.cg_residuals[:0] = stats_head.cg_residuals
         stats.step_scales[:0] = stats_head.step_scales
-        conv = ConvParams(params[0], params[1])
+        weight = params[0] if basis is None else params[0] @ basis
+        conv = ConvParams(weight.reshape(self.conv_channels, self.in_channels, 1, 1).contiguous(), params[1])
         fc = FCWeights(params[2], params[3], params[4], params[5], version=self.version + 1)
         with torch.no_grad():
             hidden = conv_forward(features, conv).flatten(1)

@@ -76,6 +76,27 @@ def test_fit_on_real_frame_lowers_loss_and_separates(bird_frame) -> None:
     assert acc_pos > 0.9 and acc_neg > 0.9, (acc_pos, acc_neg)
 
 
+def test_conv_subspace_fit_stays_in_span_and_full_basis_is_exact(bird_frame) -> None:
+    feats, labels = bird_frame
+    feats, labels = feats[::3], labels[::3]  # 400 samples: quicker, both classes
+    exact = OnlineLearner(OnlineConfig(), in_channels=384)
+    full = OnlineLearner(OnlineConfig(), in_channels=384, conv_subspace=384)  # k = C: no restriction
+    exact.initialize(feats, labels)
+    full.initialize(feats, labels)
+    # k = C is the same problem (the unknowns only rotated), so the same fit up to rounding.
+    assert torch.allclose(exact.score(feats), full.score(feats), atol=1e-3)
+    sub = OnlineLearner(OnlineConfig(init_conv_subspace=96), in_channels=384)
+    assert sub.conv_subspace == 96
+    stats = sub.initialize(feats, labels)
+    assert stats.loss_history[-1] < stats.loss_history[0]
+    pred = (sub.score(feats) > 0.5).float()
+    assert float((pred == labels).float().mean()) > 0.95
+    # the fitted conv lies in the span of the top-96 principal components of the features
+    basis = D.init_conv_pca(feats, 96).weight.reshape(96, 384).double()
+    w = sub.conv_params.weight.reshape(32, 384).double()
+    assert torch.allclose(w @ basis.T @ basis, w, atol=1e-4)
+
+
 def test_matmul_problem_matches_conv_forward() -> None:
     # The solver's problem runs the 1x1 conv as a matmul with fc1's columns permuted; it must give
     # exactly what the functional forward (conv2d, channel-major flatten) gives.
