@@ -77,6 +77,24 @@ def _eval_outputs(net, batch) -> list[torch.Tensor]:
     return outs
 
 
+def test_fast_frozen_backbone_matches_backbone(shared_sequences_dir: Path) -> None:
+    from cract_core.model import CRACTNet
+    from cract_core.train.trainer import FastFrozenBackbone
+
+    net = CRACTNet(config_from_dict(SMALL_HEADS)).train_mode()
+    fast = FastFrozenBackbone(net.backbone)
+    ds = [FolderDataset(shared_sequences_dir, include=["uav_car10", "uav_boat1"])]
+    batch = collate_pairs([PairDataset(ds, seed=4)[i] for i in range(2)])
+    with torch.no_grad():
+        for key in ("template", "search"):
+            for got, want in zip(fast(batch[key]), net.backbone(batch[key])):
+                assert got.shape == want.shape and got.is_contiguous()
+                assert (got - want).abs().max() <= 1e-4 * want.abs().max()
+    # The network's own backbone is untouched (its batch norms are still there).
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.backbone.body.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.body.modules())
+
+
 def test_warmup_decay_schedule() -> None:
     f = WarmupDecay(10, 110, "cosine", 0.01)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0) and f(10) == pytest.approx(1.0)

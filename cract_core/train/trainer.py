@@ -23,6 +23,7 @@ fixed seed gives the same weights, and a resumed run the same weights as an unin
 """
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import logging
@@ -36,6 +37,7 @@ from typing import Any, Literal, Optional, Sequence as Seq
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from cract_core.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
@@ -51,7 +53,7 @@ log = logging.getLogger(__name__)
 LOSS_KEYS = ("total", "rpn_cls", "rpn_reg", "reg", "ide")
 MAX_BAD_STEPS = 10  # consecutive non-finite losses before giving up (a diverged run, not a glitch)
 
-__all__ = ["TrainOptions", "Trainer", "WarmupDecay", "resolve_device", "DistributedContext", "setup_distributed", "weights_sha256"]
+__all__ = ["TrainOptions", "Trainer", "WarmupDecay", "resolve_device", "DistributedContext", "setup_distributed", "weights_sha256", "FastFrozenBackbone"]
 
 
 @dataclass
@@ -77,6 +79,9 @@ class TrainOptions:
     # on them (cract_core/train/feature_cache.py); (search, template) crops per frame.
     feature_cache: Optional[Path] = None
     cache_variants: tuple[int, int] = (6, 2)
+    # Frozen backbone: train with a copy whose batch norms are folded into the convolutions and whose
+    # tensors are channels_last (same outputs to ~1e-6; about 1.5x faster CPU steps, 2x faster cache builds).
+    fast_backbone: bool = True
     seed: Optional[int] = None  # overrides train.seed
     threads: Optional[int] = None  # torch intra-op threads (CPU)
     dataset_weights: Optional[list[float]] = None
@@ -144,6 +149,41 @@ def setup_distributed(device: torch.device) -> DistributedContext:
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend=backend, rank=rank, world_size=world)
     return DistributedContext(rank, world, local, True)
+
+
+class FastFrozenBackbone(nn.Module):
+    """Training-time stand-in for a frozen Backbone: a copy of its body with batch norms folded into
+    the convolutions (EfficientNet-Lite; backbone.fold_batchnorm_) and channels_last tensors.
+
+    A frozen backbone runs in eval mode during training (CRACTNet.train_mode), so folding is exact up
+    to float rounding (~1e-6 relative).  Offers what Backbone offers to its callers: forward,
+    preprocess, body, frozen, phi3/phi4 channels and cfg.
+    """
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        from cract_core.backbone import fold_batchnorm_
+
+        body = copy.deepcopy(backbone.body).eval()
+        fold_batchnorm_(body)
+        self.body = body.to(memory_format=torch.channels_last)
+        self._preprocess = backbone.preprocess
+        self.phi3_channels = backbone.phi3_channels
+        self.phi4_channels = backbone.phi4_channels
+        self.cfg = backbone.cfg
+
+    @property
+    def frozen(self) -> bool:
+        return True
+
+    def preprocess(self, crops_bgr: torch.Tensor) -> torch.Tensor:
+        return self._preprocess(crops_bgr).contiguous(memory_format=torch.channels_last)
+
+    def forward(self, crops_bgr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        phi3, phi4 = self.body.features(self.preprocess(crops_bgr))
+        if phi4.shape[-2:] != phi3.shape[-2:]:  # as Backbone.forward
+            phi4 = F.interpolate(phi4, size=phi3.shape[-2:], mode="bilinear", align_corners=False)
+        return phi3.contiguous(), phi4.contiguous()
 
 
 class _LossModule(nn.Module):
@@ -218,6 +258,13 @@ class Trainer:
             torch.cuda.set_device(self.device)
         self.augment = augment or AugmentConfig()
         self.net = _make_net(cfg, self.device, tc.seed)
+        # The backbone the network keeps (and a tracker uses); during train() a stand-in may
+        # replace it (fast copy, or cached features) and the original is put back afterwards, so
+        # after training self.net is an ordinary CRACTNet.
+        self.base_backbone = self.net.backbone
+        self.train_backbone: Optional[nn.Module] = None
+        if options.fast_backbone and self.base_backbone.frozen:
+            self.train_backbone = FastFrozenBackbone(self.base_backbone)
         if options.feature_cache is not None:
             self.pairs = self._use_feature_cache(datasets, Path(options.feature_cache))
         else:
@@ -239,11 +286,7 @@ class Trainer:
             self._resume()
         self.loss_module = _LossModule(self.net)
         self.loss_module.generator = self.generator
-        if self.ctx.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model: nn.Module = nn.parallel.DistributedDataParallel(self.loss_module, device_ids=ids)
-        else:
-            self.model = self.loss_module
+        self.model: Optional[nn.Module] = None  # built in train(), after the backbone swap
         self.history: list[dict[str, float]] = []
 
     def _use_feature_cache(self, datasets: Seq[TrackingDataset], folder: Path) -> Any:
@@ -255,12 +298,13 @@ class Trainer:
             cache_signature,
         )
 
-        if not self.net.backbone.frozen:
+        if not self.base_backbone.frozen:
             raise ValueError("--feature-cache needs a frozen backbone (backbone.trainable_stages: 0)")
         n_search, n_template = self.opts.cache_variants
         tc = self.cfg.train
         if self.ctx.is_main:
-            cache = build_feature_cache(folder, self.cfg, datasets, self.net.backbone, self.augment,
+            builder = self.train_backbone if self.train_backbone is not None else self.base_backbone
+            cache = build_feature_cache(folder, self.cfg, datasets, builder, self.augment,
                                         n_search, n_template, tc.seed, progress=self.opts.progress)
         else:
             # Rank 0 builds; the others wait for its meta.json (written last) by polling, not with a
@@ -274,7 +318,7 @@ class Trainer:
                 except (OSError, ValueError, KeyError):
                     pass
                 time.sleep(5.0)
-        self.net.backbone = CachedBackbone(cache, self.net.backbone).to(self.device)
+        self.train_backbone = CachedBackbone(cache, self.base_backbone).to(self.device)
         # Drawing a cached pair is a few index look-ups: workers would only copy the memory maps.
         tc.num_workers = 0
         return CachedPairDataset(cache, datasets, self.opts.dataset_weights, self.cfg, self.augment, seed=tc.seed)
@@ -427,6 +471,14 @@ class Trainer:
         bad = 0
         session_start = time.monotonic()
         wall_base = self.wall_s
+        if self.train_backbone is not None:
+            self.net.backbone = self.train_backbone
+        if self.model is None:
+            if self.ctx.enabled:
+                ids = [self.device.index] if self.device.type == "cuda" else None
+                self.model = nn.parallel.DistributedDataParallel(self.loss_module, device_ids=ids)
+            else:
+                self.model = self.loss_module
         try:
             self.net.train_mode()
             for batch in self._loader():
@@ -497,6 +549,7 @@ class Trainer:
                 log.warning("interrupted at step %d; saved %s (continue with --resume)", self.step, self.last_path)
             raise
         finally:
+            self.net.backbone = self.base_backbone
             if bar is not None:
                 bar.close()
             if fh is not None:
