@@ -151,6 +151,11 @@ def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert "unknown dataset 'imagenet'" in capsys.readouterr().err
     assert cli.main(["--config", str(config), "--data", f"folder={tmp_path / 'none'}", "--out", str(tmp_path / "o")]) == 2
     assert "not a folder" in capsys.readouterr().err
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:  # optional: without it, asking for it is a clear error before any work
+        assert cli.main(["--config", str(config), "--data", "folder=/x", "--out", str(tmp_path / "o"), "--tensorboard"]) == 2
+        assert "optional 'tensorboard' package" in capsys.readouterr().err
     assert cli.parse_data_spec("lasot=/d/LaSOT@2.5") == ("lasot", Path("/d/LaSOT"), 2.5)
     assert cli._names(["a,b", "@validation"])[:3] == ["a", "b", "otb_bird2"]
 

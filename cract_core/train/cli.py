@@ -119,6 +119,10 @@ def main(argv: Optional[Seq[str]] = None) -> int:
     trainer = None
     try:
         cfg = load_config(args.config)
+        if args.tensorboard:
+            from cract_core.train.trainer import _summary_writer
+
+            _summary_writer()  # before scanning datasets: a missing optional package is said at once
         datasets, weights = build_datasets(args.data, _names(args.include), _names(args.exclude))
         augment = parse_overrides(AugmentConfig(), args.aug)
         try:

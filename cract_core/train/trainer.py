@@ -210,6 +210,22 @@ def weights_sha256(net: nn.Module) -> str:
     return h.hexdigest()
 
 
+class MissingOptionalPackage(ValueError):
+    """An option was asked for whose optional package is not installed."""
+
+
+def _summary_writer() -> Any:
+    """torch's SummaryWriter, imported lazily: tensorboard is optional (not in requirements)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise MissingOptionalPackage(
+            "--tensorboard needs the optional 'tensorboard' package, which is not installed in this "
+            "environment (pip install tensorboard); OUT/log.csv has the same numbers"
+        ) from None
+    return SummaryWriter
+
+
 def _grads_finite(optimizer: torch.optim.Optimizer) -> bool:
     grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
     if not grads:
@@ -256,6 +272,8 @@ class Trainer:
         if self.device.type == "cuda" and self.ctx.enabled:
             self.device = torch.device("cuda", self.ctx.local_rank)
             torch.cuda.set_device(self.device)
+        if options.tensorboard:
+            _summary_writer()  # fail before any work when the optional package is missing
         self.augment = augment or AugmentConfig()
         self.net = _make_net(cfg, self.device, tc.seed)
         # The backbone the network keeps (and a tracker uses); during train() a stand-in may
@@ -445,14 +463,7 @@ class Trainer:
             writer.writerow(["step", "time_s", "lr", "pairs_per_s", *LOSS_KEYS])
         tb = None
         if self.opts.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise RuntimeError(
-                    "--tensorboard needs the 'tensorboard' package, which is not installed in this environment "
-                    "(pip install tensorboard); the CSV log out/log.csv has the same numbers"
-                ) from None
-            tb = SummaryWriter(str(self.out_dir / "tensorboard"))
+            tb = _summary_writer()(str(self.out_dir / "tensorboard"))
         return fh, writer, tb
 
     def train(self) -> dict[str, Any]:
