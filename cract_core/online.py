@@ -7,7 +7,8 @@ What happens when
   conjugate gradient (``init_gn_iterations`` x ``init_cg_iterations``) on 200 positives and 1000
   negatives, L2 loss, weight decay lambda (Eq. 8).  The conv is fixed from then on, so the memory
   stores conv activations (1152 numbers a sample instead of 13824), which keeps 100 frames of
-  samples small and spares every later solve the conv.
+  samples small and spares every later solve the conv.  In async mode that 1x1 conv runs on the
+  worker at the next solve, not on the hot path.
 * Every frame the tracker may hand samples over (:meth:`add_samples`: cheap, on the hot path):
   n+ positives and n- negatives around the tracked box plus hard negatives (features of distractor
   proposals with high coarse scores and low IoU to the tracked box, labelled 0).  As in MDNet only
@@ -73,6 +74,9 @@ from .optimization import LeastSquaresProblem, SolverStats, gauss_newton_cg, rid
 log = logging.getLogger(__name__)
 
 UpdateKind = Literal["long", "short"]
+# Async mode: memory frames whose 1x1 conv still waits for the worker; beyond this many the hot
+# path projects the oldest itself (raw features are 12x the size of the conv activations).
+MAX_UNPROJECTED = 3
 
 
 # --------------------------------------------------------------------------- sample generation
@@ -253,29 +257,64 @@ class DiscriminatorProblem(LeastSquaresProblem):
         return [self.sqrt_w * (self.predict(params) - self.labels)] + ridge_residuals(params, self.weight_decay)
 
 
-def _spread(frames: list[torch.Tensor], budget: int) -> list[torch.Tensor]:
-    """Whole frames, oldest first, at most ``budget`` samples: all when they fit, else frames
-    evenly spaced over the memory with the newest always in.
+def _spread(sizes: Sequence[int], budget: int) -> list[int]:
+    """Indices of whole frames (oldest first) holding at most ``budget`` samples: all when they
+    fit, else frames evenly spaced over the memory with the newest always in.
 
     Whole frames keep each frame's hard negatives (the tracker appends them to a frame's rows), and
     spacing keeps the memory's whole time span.  Deterministic, so sync and async agree.
     """
-    total = sum(len(f) for f in frames)
+    n = len(sizes)
+    total = sum(sizes)
     if total <= budget:
-        return list(frames)
-    if budget <= 0 or not frames:
+        return list(range(n))
+    if budget <= 0 or n == 0:
         return []
-    per = max(total / len(frames), 1.0)
-    k = max(int(budget // per), 1)
-    if k >= len(frames):
-        return list(frames)
+    k = max(int(budget // max(total / n, 1.0)), 1)
+    if k >= n:
+        return list(range(n))
     # k indices spread over 0..n-1 with the last one at n-1 (the newest frame).
-    n = len(frames)
     idx = sorted({n - 1 - int(round(i * (n - 1) / max(k - 1, 1))) for i in range(k)}) if k > 1 else [n - 1]
-    chosen = [frames[i] for i in idx]
-    while chosen and sum(len(f) for f in chosen) > budget and len(chosen) > 1:
-        chosen.pop(0)  # frames of unequal size: drop the oldest until it fits
-    return chosen
+    while len(idx) > 1 and sum(sizes[i] for i in idx) > budget:
+        idx.pop(0)  # frames of unequal size: drop the oldest until it fits
+    return idx
+
+
+class _MemFrame:
+    """One add_samples call in the memory: raw features until projected by the fixed conv.
+
+    In async mode the 1x1 conv of a frame's samples runs on the worker, at the first solve that
+    uses it, not on the hot path.  ``data`` is replaced by one assignment, ("raw", features, mask)
+    -> ("hidden", positives, negatives), so a reader on another thread sees one or the other whole;
+    if two threads project the same frame at once both compute the same thing and one wins.
+    """
+
+    __slots__ = ("index", "n_pos", "n_neg", "conv", "data")
+
+    def __init__(self, index: int, features: torch.Tensor, pos_mask: torch.Tensor, conv: ConvParams):
+        self.index = index
+        self.n_pos = int(pos_mask.sum())
+        self.n_neg = int(pos_mask.numel() - self.n_pos)
+        self.conv = conv
+        self.data: tuple = ("raw", features, pos_mask)
+
+    @property
+    def projected(self) -> bool:
+        return self.data[0] == "hidden"
+
+    def hidden(self) -> tuple[torch.Tensor, torch.Tensor]:
+        kind, a, b = self.data
+        if kind == "hidden":
+            return a, b
+        with torch.no_grad():
+            h = conv_forward(a, self.conv).flatten(1)
+        if a.is_cuda:
+            # The raw features die with this frame's old data, maybe while this (worker) stream
+            # still reads them: the allocator must not hand their memory out before it is done.
+            a.record_stream(torch.cuda.current_stream(a.device))
+        pos, neg = h[b], h[~b]
+        self.data = ("hidden", pos, neg)
+        return pos, neg
 
 
 class _SubsetProblem(LeastSquaresProblem):
@@ -302,8 +341,10 @@ class _Request:
     frame_index: int
     kind: UpdateKind
     due_frame: Optional[int]
-    positives: list[torch.Tensor]
-    negatives: list[torch.Tensor]
+    first_pos: torch.Tensor
+    first_neg: torch.Tensor
+    pos_frames: list[_MemFrame]
+    neg_frames: list[_MemFrame]
     cuda_event: Optional[object] = None
 
 
@@ -358,8 +399,10 @@ class OnlineLearner:
         self._init_frame = 0
         self._first_pos: Optional[torch.Tensor] = None
         self._first_neg: Optional[torch.Tensor] = None
-        self._long_pos: deque[torch.Tensor] = deque(maxlen=max(cfg.long_term_frames, 1))
-        self._short: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=max(cfg.short_term_frames, 1))
+        # Both deques hold the same _MemFrame objects (a frame is in both while it is recent).
+        self._long: deque[_MemFrame] = deque(maxlen=max(cfg.long_term_frames, 1))
+        self._short: deque[_MemFrame] = deque(maxlen=max(cfg.short_term_frames, 1))
+        self._unprojected: deque[_MemFrame] = deque()
         self._added_since: dict[str, int] = {"long": 0, "short": 0}
         self._last_kind: Optional[str] = None
         self._next_id = 0
@@ -488,8 +531,9 @@ class OnlineLearner:
         with torch.no_grad():
             hidden = conv_forward(features, conv).flatten(1)
         self._first_pos, self._first_neg = hidden[pos_mask], hidden[~pos_mask]
-        self._long_pos.clear()
+        self._long.clear()
         self._short.clear()
+        self._unprojected.clear()
         self._added_since = {"long": 0, "short": 0}
         self._last_kind = None
         self._init_frame = frame_index
@@ -504,8 +548,10 @@ class OnlineLearner:
         """Put one frame's samples in the memory (features (n, C, S, S), labels 1 / 0).
 
         Hard negatives are simply more rows with label 0.  Unreliable frames are dropped (MDNet):
-        their positives may show the distractor and their negatives the target.  Costs one 1x1
-        conv on the samples (the conv is fixed after frame 1, so its activations are stored).
+        their positives may show the distractor and their negatives the target.  The samples are
+        kept as conv activations (the conv is fixed after frame 1); sync mode projects them here,
+        async mode leaves the 1x1 conv to the worker (at most ``MAX_UNPROJECTED`` frames wait for
+        it, so a held gate cannot pile up raw features).
         """
         if self._conv is None:
             raise RuntimeError("OnlineLearner.add_samples called before initialize")
@@ -514,12 +560,17 @@ class OnlineLearner:
         features = features.to(self.device)
         labels = torch.as_tensor(labels, device=self.device)
         self._check_features(features, labels)
-        with torch.no_grad():
-            hidden = conv_forward(features, self._conv).flatten(1)
-        pos_mask = labels > 0.5
-        pos, neg = hidden[pos_mask], hidden[~pos_mask]
-        self._long_pos.append(pos)
-        self._short.append((pos, neg))
+        frame = _MemFrame(frame_index, features, labels > 0.5, self._conv)
+        if self.mode == "sync":
+            frame.hidden()
+        else:
+            self._unprojected.append(frame)
+            while self._unprojected and self._unprojected[0].projected:
+                self._unprojected.popleft()
+            while len(self._unprojected) > MAX_UNPROJECTED:
+                self._unprojected.popleft().hidden()
+        self._long.append(frame)
+        self._short.append(frame)
         self._added_since["long"] += 1
         self._added_since["short"] += 1
 
@@ -547,34 +598,37 @@ class OnlineLearner:
         self.request_update(frame_index, kind)
         return True
 
-    def training_set(self, kind: UpdateKind) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """References to the memory tensors an update of this kind trains on (first frame first).
-
-        Capped at ``update_max_positives`` / ``update_max_negatives`` samples (see :func:`_spread`).
-        """
+    def _training_frames(self, kind: UpdateKind) -> tuple[list[_MemFrame], list[_MemFrame]]:
+        """Memory frames whose positives / negatives an update of this kind trains on (oldest first),
+        capped at ``update_max_positives`` / ``update_max_negatives`` with the first frame's samples."""
         if self._first_pos is None or self._first_neg is None:
             raise RuntimeError("OnlineLearner has no first-frame samples; call initialize first")
-        if kind == "long":
-            pos_frames = list(self._long_pos)
-        else:
-            pos_frames = [p for p, _ in self._short]
-        neg_frames = [n for _, n in self._short]
-        pos = [self._first_pos, *_spread(pos_frames, self.cfg.update_max_positives - len(self._first_pos))]
-        neg = [self._first_neg, *_spread(neg_frames, self.cfg.update_max_negatives - len(self._first_neg))]
-        return pos, neg
+        pos_frames = list(self._long) if kind == "long" else list(self._short)
+        neg_frames = list(self._short)
+        pos_idx = _spread([f.n_pos for f in pos_frames], self.cfg.update_max_positives - len(self._first_pos))
+        neg_idx = _spread([f.n_neg for f in neg_frames], self.cfg.update_max_negatives - len(self._first_neg))
+        return [pos_frames[i] for i in pos_idx], [neg_frames[i] for i in neg_idx]
+
+    def training_set(self, kind: UpdateKind) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The conv activations an update of this kind trains on, first frame first (projects
+        memory frames that are not yet)."""
+        pos_frames, neg_frames = self._training_frames(kind)
+        return ([self._first_pos, *(f.hidden()[0] for f in pos_frames)],
+                [self._first_neg, *(f.hidden()[1] for f in neg_frames)])
 
     def request_update(self, frame_index: int, kind: UpdateKind = "long") -> None:
         """Start an fc update now, whatever the schedule (maybe_update calls this)."""
         if self._fc is None:
             raise RuntimeError("OnlineLearner.request_update called before initialize")
-        pos, neg = self.training_set(kind)
+        pos_frames, neg_frames = self._training_frames(kind)
         self._added_since[kind] = 0
         if kind == "long":
             self._added_since["short"] = 0  # the long-term set contains every short-term frame too
         self._last_kind = kind
         self._next_id += 1
         due = frame_index + self.swap_delay if self.swap_delay is not None else None
-        req = _Request(self._next_id, self._epoch, frame_index, kind, due, pos, neg)
+        req = _Request(self._next_id, self._epoch, frame_index, kind, due,
+                       self._first_pos, self._first_neg, pos_frames, neg_frames)
         if self.mode == "sync":
             new, record = self._solve(req, self._fc)
             self.updates.append(record)
@@ -597,8 +651,9 @@ class OnlineLearner:
                 self._apply_due(frame_index)
 
     def _solve(self, req: _Request, start: FCWeights) -> tuple[FCWeights, UpdateRecord]:
-        pos = torch.cat(req.positives)
-        neg = torch.cat(req.negatives)
+        # Projecting frames here (the worker, in async mode) keeps the 1x1 conv off the hot path.
+        pos = torch.cat([req.first_pos, *(f.hidden()[0] for f in req.pos_frames)])
+        neg = torch.cat([req.first_neg, *(f.hidden()[1] for f in req.neg_frames)])
         inputs = torch.cat([pos, neg])
         labels = torch.cat([torch.ones(len(pos), dtype=inputs.dtype, device=inputs.device),
                             torch.zeros(len(neg), dtype=inputs.dtype, device=inputs.device)])

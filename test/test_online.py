@@ -159,16 +159,19 @@ def test_training_set_cap_keeps_whole_frames_spread_over_memory(data) -> None:
     learner = _learner(long_term_frames=10, short_term_frames=10, update_max_positives=200 + 3 * 50,
                        update_max_negatives=1000 + 2 * 200)
     learner.initialize(*data["first"])
-    kept = {}
     for t in range(1, 11):
-        feats, labels = data["frames"][t]
-        learner.add_samples(t, feats, labels)
-        kept[t] = learner._long_pos[-1]
+        learner.add_samples(t, *data["frames"][t])
     pos, neg = learner.training_set("long")
     assert [len(p) for p in pos] == [200, 50, 50, 50] and [len(n) for n in neg] == [1000, 200, 200]
-    # the oldest, a middle one and the newest frame, each whole, in memory order
-    assert pos[1] is kept[1] and pos[-1] is kept[10] and pos[2] is not kept[1] and pos[2] is not kept[10]
-    assert neg[-1] is learner._short[-1][1]
+    # whole frames spread over the memory: oldest, middle, newest for positives; oldest, newest for negatives
+    pos_frames, neg_frames = learner._training_frames("long")
+    assert [f.index for f in pos_frames][0] == 1 and [f.index for f in pos_frames][-1] == 10
+    assert 1 < pos_frames[1].index < 10
+    assert [f.index for f in neg_frames] == [1, 10]
+    # and the stored activations are the fixed conv's activations of exactly those frames' samples
+    feats, labels = data["frames"][10]
+    expected = D.conv_forward(feats, learner.conv_params).flatten(1)
+    assert torch.equal(pos[-1], expected[labels > 0.5]) and torch.equal(neg[-1], expected[labels < 0.5])
     learner.request_update(10, "long")
     assert (learner.updates[-1].n_pos, learner.updates[-1].n_neg) == (350, 1400)
 
@@ -385,3 +388,27 @@ def test_concurrent_swaps_never_tear_weights(data) -> None:
         assert rec.thread == WORKER
     final = learner.fc_weights
     assert final.checksum() == final.built_checksum
+
+
+def test_async_projects_memory_on_the_worker_and_bounds_raw_frames(data) -> None:
+    gate = threading.Event()
+    with _learner("async") as learner:
+        learner.initialize(*data["first"])
+        learner.solve_gate = gate
+        for t in range(1, 7):
+            learner.add_samples(t, *data["frames"][t])
+        frames = list(learner._long)
+        # the hot path left the 1x1 conv to the worker, but never for more than MAX_UNPROJECTED frames
+        from cract_core.online import MAX_UNPROJECTED
+        assert sum(not f.projected for f in frames) == MAX_UNPROJECTED
+        assert all(f.projected for f in frames[: 6 - MAX_UNPROJECTED])
+        learner.request_update(6, "long")
+        gate.set()
+        assert learner.wait_idle(timeout=60)
+        assert all(f.projected for f in frames)  # the solve projected the rest, on the worker
+    sync = _learner("sync")
+    sync.initialize(*data["first"])
+    sync.add_samples(1, *data["frames"][1])
+    assert sync._long[-1].projected
+    # same activations whichever thread projected them
+    assert torch.equal(sync._long[-1].hidden()[0], frames[0].hidden()[0])
