@@ -3,8 +3,10 @@
     .venv/bin/python benchmarks/bench_online.py [--repeats 5] [--threads 2] [--device cpu|cuda]
 
 What it times, at the default config's shapes (features 3 x 128 channels at 6x6, D conv 32, fc 64):
-  first-frame fit        OnlineLearner.initialize on 200 positives / 1000 negatives (conv + fc, GN-CG 6x10)
-  add_samples            one frame's 50 + 200 samples into the memory (the 1x1 conv on them)
+  first-frame fit        OnlineLearner.initialize on 200 positives / 1000 negatives (conv + fc, GN-CG 6x10),
+                         also with the conv restricted to the top-96 principal directions (init_conv_subspace)
+  add_samples            one frame's 50 + 200 samples into the memory (sync: the 1x1 conv on them;
+                         async: stored, projected by the worker)
   fc update, 1 frame     long-term update, memory = first frame + one frame of 50/200 (GN-CG 2x5)
   fc update, full memory long-term update with 100 reliable frames of positives and 20 of negatives
   short-term update      full memory, short-term set (last 20 frames)
@@ -77,8 +79,23 @@ def main() -> None:
     learner = OnlineLearner(cfg, C, device=device, mode="sync")
     print(f"first-frame fit 200/1000      {stats_ms(timeit(lambda: learner.initialize(*first), args.repeats, sync))}")
 
+    sub = OnlineLearner(cfg, C, device=device, mode="sync", conv_subspace=96)
+    print(f"first-frame fit, conv in top-96 PCA {stats_ms(timeit(lambda: sub.initialize(*first), args.repeats, sync))}")
+
     learner.initialize(*first)
-    print(f"add_samples 50/200            {stats_ms(timeit(lambda: learner.add_samples(1, *frame), 50, sync))}")
+    print(f"add_samples 50/200 (sync)     {stats_ms(timeit(lambda: learner.add_samples(1, *frame), 50, sync))}")
+    with OnlineLearner(cfg, C, device=device, mode="async") as alearner:
+        alearner.initialize(*first)
+        times = []
+        for i in range(1, 21):
+            t0 = time.perf_counter()
+            alearner.add_samples(10 * i, *frame)
+            sync()
+            times.append(time.perf_counter() - t0)
+            alearner.request_update(10 * i, "long")  # as the tracker does: a solve between collections
+            alearner.wait_idle(timeout=600)
+            alearner.begin_frame(10 * i + 1)
+        print(f"add_samples 50/200 (async)    {stats_ms(times)}   (the worker projects them at the next solve)")
 
     learner.initialize(*first)
     learner.add_samples(10, *frame)
