@@ -17,6 +17,9 @@ from cract_core.config import (
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_CONFIGS = sorted((REPO / "config" / "model").glob("*.yaml"))
+# The training experiments at config/train_*.yaml use the same schema (config/cract.yaml, the
+# node's ros__parameters, does not), so they must load too.
+EXPERIMENT_CONFIGS = MODEL_CONFIGS + sorted((REPO / "config").glob("train_*.yaml"))
 
 
 def test_there_are_model_configs() -> None:
@@ -25,7 +28,7 @@ def test_there_are_model_configs() -> None:
     assert default_config_path() in [p.resolve() for p in MODEL_CONFIGS]
 
 
-@pytest.mark.parametrize("path", MODEL_CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", EXPERIMENT_CONFIGS, ids=lambda p: p.name)
 def test_every_model_yaml_loads(path: Path) -> None:
     cfg = load_config(path)
     assert isinstance(cfg, ExperimentConfig)
