@@ -62,7 +62,26 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=60, help="frames of the sequence to loop over")
     ap.add_argument("--tracker-mode", default="async", choices=("async", "sync"))
     ap.add_argument("--log", default="", help="node log file (default: a temp file)")
+    ap.add_argument("--model-config", default="", help="model config YAML for the node (default: built-in)")
+    ap.add_argument("--force-updates", action="store_true",
+                    help="keep every frame's samples (reliable_score 0) and the state TRACKING (thresholds 0), "
+                         "so discriminator updates run every K frames even with untrained heads: measures "
+                         "update frames against the others")
     args = ap.parse_args()
+    overrides = {"num_threads": args.threads, "tracker_mode": args.tracker_mode, "diagnostics_period_s": 1.0}
+    if args.model_config:
+        overrides["model_config"] = args.model_config
+    if args.force_updates:
+        import tempfile
+
+        import yaml
+        from cract_core.config import default_config_path
+
+        data = yaml.safe_load(Path(args.model_config or default_config_path()).read_text()) or {}
+        data.setdefault("online", {})["reliable_score"] = 0.0
+        tmp = Path(tempfile.mkdtemp(prefix="cract_bench_")) / "model.yaml"
+        tmp.write_text(yaml.safe_dump(data))
+        overrides.update(model_config=str(tmp), low_confidence=0.0, lost_confidence=0.0)
 
     seq = Path(args.sequence)
     raw = list(read_frames(seq, args.frames))
@@ -75,9 +94,7 @@ def main() -> int:
     ns = f"/bench_{uuid.uuid4().hex[:6]}"
     log_path = Path(args.log) if args.log else Path("/tmp") / f"cract_bench_node_{os.getpid()}.log"
     log = log_path.open("w")
-    proc = start_node(overrides={"num_threads": args.threads, "tracker_mode": args.tracker_mode,
-                                 "diagnostics_period_s": 1.0},
-                      namespace=ns, log=log)
+    proc = start_node(overrides=overrides, namespace=ns, log=log)
     rclpy.init()
     node = rclpy.create_node(f"bench_{uuid.uuid4().hex[:6]}")
     fqn = f"{ns}/cract_tracker"

@@ -275,7 +275,7 @@ class TrackerNode(Node):
         self.get_logger().info(
             f"ready: tracking {self._image_sub.topic_name} ({self.p['image_transport']}, "
             f"{'lockstep' if self.p['lockstep'] else 'newest frame only'}), tracker {self.p['tracker_mode']} "
-            f"on {self._device_name}; set a target with {self.resolve_service_name('~/set_target')}")
+            f"on {self._device_name}; set a target with {self.get_fully_qualified_name()}/set_target")
 
     # ---------------------------------------------------------------- parameters
 
