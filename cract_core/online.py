@@ -737,6 +737,13 @@ class OnlineLearner:
             try:
                 if not self._wait_gate():
                     return
+                if self.swap_delay is None:
+                    with self._lock:
+                        if self._queue:
+                            # A newer request came while this one waited at the gate: newest wins,
+                            # the older one is not worth a solve of its own.
+                            req = self._queue.pop()
+                            self._queue.clear()
                 hook = self.solve_hook
                 if hook is not None:
                     hook(req)

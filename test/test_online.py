@@ -258,14 +258,17 @@ def test_async_gate_holds_update_and_newest_request_wins(data) -> None:
             learner.score(data["probe"])
             if t % 10 == 0:
                 learner.add_samples(t, *data["frames"][t])
-                assert learner.maybe_update(t, 0.9)  # 20 is replaced by 30 before it starts
+                assert learner.maybe_update(t, 0.9)
         assert learner.version == v0  # held: tracking went on with the old weights
         gate.set()
         assert learner.wait_idle(timeout=60)
         assert learner.version == v0  # finished, but only swapped in between frames
         learner.begin_frame(40)
-        assert learner.version == v0 + 2
-        assert [r.frame_index for r in learner.updates] == [10, 30]
+        # Only the newest request (frame 30) was solved: 10 waited at the gate and was superseded,
+        # 20 never started.  Its training set is frame 30's memory.
+        assert learner.version == v0 + 1
+        assert [r.frame_index for r in learner.updates] == [30]
+        assert learner.updates[-1].n_pos == 200 + 3 * 50
 
 
 def test_reinitialize_discards_inflight_update(data) -> None:
