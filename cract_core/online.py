@@ -31,8 +31,9 @@ reference.  A solve never writes into a published snapshot; it builds a new one.
 * ``"sync"``: :meth:`maybe_update` solves in the caller's thread and swaps at once (deterministic;
   for evaluation).
 * ``"async"``: :meth:`maybe_update` hands a request to one worker thread (on CUDA with its own
-  stream) and returns.  Newest request wins: a request not yet started is replaced by a newer one,
-  so there is never more than one solve running and never a backlog.  The finished snapshot is
+  stream) and returns.  Newest request wins: a request not yet started (or held at
+  ``solve_gate``) is replaced by a newer one, so there is never more than one solve running and
+  never a backlog.  The finished snapshot is
   parked in a slot; the next :meth:`begin_frame` swaps it in (one reference assignment between
   frames, so one frame never mixes two versions).
 * ``"async"`` with ``cfg.async_swap_delay = L >= 0`` (deterministic test setting): the solve still
