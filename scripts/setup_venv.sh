@@ -17,8 +17,13 @@ if [ ! -x "$V/bin/python" ]; then
     "$PYTHON" -m venv "$V"
 fi
 
+# This machine's pip config names local file:// indices that lack most projects; pip warns once
+# per project and index. The filter keeps the log readable; pip's own exit status still counts
+# (pipefail; the filter itself never fails).
+quiet() { grep -v "is ignored: it is neither a file nor a directory" || true; }
+
 echo ">>> pip install -r requirements.txt"
-"$V/bin/python" -m pip install --disable-pip-version-check -q -r requirements.txt
+"$V/bin/python" -m pip install --disable-pip-version-check -q -r requirements.txt 2>&1 | quiet
 
 echo ">>> fixing /opt/python include paths in the ROS wheels' CMake files"
 PYINC=$("$V/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
@@ -41,7 +46,7 @@ cmake --build "$BUILD" -j2 >> "$ROOT/build/venv-cmake.log" 2>&1 || { tail -50 "$
 cmake --install "$BUILD" >> "$ROOT/build/venv-cmake.log" 2>&1 || { tail -50 "$ROOT/build/venv-cmake.log"; exit 1; }
 
 echo ">>> pip install -e . (no deps: they came from requirements.txt)"
-"$V/bin/python" -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+"$V/bin/python" -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e . 2>&1 | quiet
 
 # A last check that the pieces import together, so a broken venv fails here and not in a test.
 "$V/bin/python" -c 'import rclpy, cv2, torch, cract_core; from cract.msg import TrackedObject; from cract.srv import SetTarget'
