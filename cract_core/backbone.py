@@ -117,10 +117,18 @@ class EfficientNetLite0(nn.Module):
     mean = (127.5, 127.5, 127.5)
     std = (127.5, 127.5, 127.5)
 
+    # Where feature cell j looks (receptive-field centre, crop pixels: 16 j + offset), measured on
+    # the linearised network for the odd crop sizes the tracker uses (127, 255); TF "same" padding
+    # pads more on the bottom/right, so the cells look right of 16 j + 8.  phi_4 is given at its
+    # own stride 32 (cell k looks at 32 k + offset).
+    phi3_offset = 14.0
+    phi4_offset = 30.0
+
     def __init__(self, dilate_last: bool = False):
         super().__init__()
         self.stem = ConvBNAct(3, 32, 3, stride=2)
         blocks: list[MBConv] = []
+        self.stage_slices: list[slice] = []
         cin = 32
         self.phi3_index = -1
         for stage, (k, s, e, cout, n) in enumerate(LITE0_STAGES):
@@ -132,6 +140,7 @@ class EfficientNetLite0(nn.Module):
                     stride, dilation = 1, 2
                 blocks.append(MBConv(cin, cout, k, stride, e, dilation))
                 cin = cout
+            self.stage_slices.append(slice(len(blocks) - n, len(blocks)))
             if stage == 4:
                 self.phi3_index = len(blocks) - 1
         self.blocks = nn.ModuleList(blocks)
@@ -153,8 +162,8 @@ class EfficientNetLite0(nn.Module):
         return self.classifier(x)
 
     def trainable_stage_modules(self) -> list[nn.Module]:
-        """Stages from the last backwards, for partial fine-tuning (cfg.backbone.trainable_stages)."""
-        return list(reversed([self.blocks[i] for i in range(len(self.blocks))]))
+        """Stages (not blocks) from the last backwards, for partial fine-tuning (cfg.backbone.trainable_stages)."""
+        return [nn.ModuleList(self.blocks[sl]) for sl in reversed(self.stage_slices)]
 
 
 def lite0_key_map(model: EfficientNetLite0) -> dict[str, str]:
@@ -231,13 +240,27 @@ class ResNet18Features(nn.Module):
     phi4_channels = 512
     mean = IMAGENET_MEAN
     std = IMAGENET_STD
+    # Receptive-field centres (see EfficientNetLite0): symmetric padding, cell j looks at 16 j.
+    phi3_offset = 0.0
+    phi4_offset = 0.0
 
     def __init__(self, dilate_last: bool = False):
         super().__init__()
         import torchvision
 
-        # replace_stride_with_dilation keeps layer4 at stride 16 (SiamRPN++'s choice).
-        net = torchvision.models.resnet18(weights=None, replace_stride_with_dilation=[False, False, dilate_last])
+        net = torchvision.models.resnet18(weights=None)
+        if dilate_last:
+            # SiamRPN++: layer4 at stride 1 with dilation 2 keeps stride 16.  torchvision's
+            # BasicBlock refuses dilation > 1 in its constructor, so the convs are changed in place
+            # (weights keep their shapes, so ImageNet weights still load).
+            first = net.layer4[0]
+            first.conv1.stride = (1, 1)
+            first.downsample[0].stride = (1, 1)
+            for block in net.layer4:
+                for conv in (block.conv1, block.conv2):
+                    conv.dilation, conv.padding = (2, 2), (2, 2)
+            self.phi4_offset = self.phi3_offset
+        self.dilated = dilate_last
         self.net = net
 
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -301,11 +324,40 @@ class Backbone(nn.Module):
     def preprocess(self, crops_bgr: torch.Tensor) -> torch.Tensor:
         return bgr_uint8_to_input(crops_bgr, self.body.mean, self.body.std)
 
+    @property
+    def pixel_offset(self) -> float:
+        """Where phi_34's cell j looks: crop pixel STRIDE * j + pixel_offset (the pooler uses it)."""
+        return float(self.body.phi3_offset)
+
     def forward(self, crops_bgr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         phi3, phi4 = self.body.features(self.preprocess(crops_bgr))
-        if phi4.shape[-2:] != phi3.shape[-2:]:
-            phi4 = F.interpolate(phi4, size=phi3.shape[-2:], mode="bilinear", align_corners=False)
-        return phi3, phi4
+        return phi3, self.align_phi4(phi3, phi4)
+
+    def align_phi4(self, phi3: torch.Tensor, phi4: torch.Tensor) -> torch.Tensor:
+        return align_phi4(phi3, phi4, self.body.phi3_offset, self.body.phi4_offset)
+
+
+def align_phi4(phi3: torch.Tensor, phi4: torch.Tensor, phi3_offset: float, phi4_offset: float) -> torch.Tensor:
+    """Resample phi_4 (stride 32) at the pixels phi_3's cells look at, so that concat(phi_3, phi_4)
+    stacks features of the same place (plain bilinear resizing puts Lite0's phi_4 8 px off).
+
+    phi_3 cell j looks at 16 j + o3 and phi_4 cell k at 32 k + o4, so phi_4 is sampled at
+    k = (16 j + o3 - o4) / 32, in grid_sample's normalised coordinates (align_corners=False).
+    """
+    if phi4.shape[-2:] == phi3.shape[-2:]:
+        return phi4
+    stride4 = STRIDE * 2
+    h3, w3 = phi3.shape[-2:]
+    h4, w4 = phi4.shape[-2:]
+    shift = (phi3_offset - phi4_offset) / stride4
+
+    def axis(n3: int, n4: int) -> torch.Tensor:
+        k = torch.arange(n3, dtype=phi4.dtype, device=phi4.device) * (STRIDE / stride4) + shift
+        return (2 * k + 1) / n4 - 1
+
+    gy, gx = torch.meshgrid(axis(h3, h4), axis(w3, w4), indexing="ij")
+    grid = torch.stack([gx, gy], dim=-1).unsqueeze(0).expand(phi4.shape[0], -1, -1, -1)
+    return F.grid_sample(phi4, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 class FusionNeck(nn.Module):

@@ -54,7 +54,8 @@ class CRACTNet(nn.Module):
         c = cfg.backbone.fused_channels
         self.neck = FusionNeck(self.backbone.phi3_channels, self.backbone.phi4_channels, c)
         self.rpn = RPNHead(c, cfg.rpn.head_channels, len(cfg.rpn.anchor_ratios))
-        self.pooler = PyramidRoIAlign(c, cfg.crac.pyramid_sizes, STRIDE, cfg.crac.pooling)
+        self.pooler = PyramidRoIAlign(c, cfg.crac.pyramid_sizes, STRIDE, cfg.crac.pooling,
+                                      pixel_offset=self.backbone.pixel_offset)
         p, s = self.pooler.out_channels, self.pooler.output_size
         self.regressor = BoxRegressor(p, s, cfg.crac.regressor_conv_channels, cfg.crac.regressor_fc)
         self.identifier = Identifier(p, s, cfg.crac.identifier_conv_channels, cfg.crac.identifier_fc)
@@ -87,10 +88,14 @@ class CRACTNet(nn.Module):
         self.load_state_dict(state, strict=False)
 
     def train_mode(self) -> "CRACTNet":
-        """Train the heads; a frozen backbone stays in eval so its BN statistics stay ImageNet's."""
+        """Train the heads; the backbone's batch norms stay in eval (ImageNet statistics), frozen or
+        not: tracking batches are small and correlated, and SiamRPN++ freezes them too."""
         self.train()
         if self.backbone.frozen:
             self.backbone.eval()
+        for m in self.backbone.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
         return self
 
     def fuse_for_inference(self) -> "CRACTNet":

@@ -25,8 +25,13 @@ def boxes_to_rois(boxes_xyxy: torch.Tensor, batch_index: torch.Tensor | int = 0)
 
 
 class PyramidRoIAlign(nn.Module):
-    def __init__(self, in_channels: int, sizes: Sequence[int], stride: int, mode: str = "pyramid", sampling_ratio: int = 2):
+    def __init__(self, in_channels: int, sizes: Sequence[int], stride: int, mode: str = "pyramid", sampling_ratio: int = 2,
+                 pixel_offset: float | None = None):
         super().__init__()
+        # roi_align (aligned=True) takes feature cell j to look at pixel stride * j + stride / 2;
+        # a backbone whose cells look at stride * j + pixel_offset needs its boxes shifted by the
+        # difference, or every pooled feature sits off its box.
+        self.box_shift = 0.0 if pixel_offset is None else stride / 2.0 - pixel_offset
         self.sizes = [int(s) for s in sizes] if mode == "pyramid" else [int(max(sizes))]
         self.output_size = max(self.sizes)
         self.spatial_scale = 1.0 / stride
@@ -35,6 +40,8 @@ class PyramidRoIAlign(nn.Module):
 
     def forward(self, features: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
         """features (B,C,H,W) in crop-feature space, rois (K,5) [batch, x1, y1, x2, y2] in crop pixels."""
+        if self.box_shift:
+            rois = torch.cat([rois[:, :1], rois[:, 1:] + self.box_shift], dim=1)
         levels = []
         for s in self.sizes:
             pooled = roi_align(

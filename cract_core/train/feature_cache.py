@@ -31,9 +31,9 @@ from typing import Any, Optional, Sequence as Seq
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from cract_core.backbone import align_phi4
 from cract_core.config import ExperimentConfig, to_dict
 from cract_core.train.augment import AugmentConfig, flip_box, flip_crop, to_gray
 from cract_core.train.datasets import DatasetError, TrackingDataset
@@ -221,6 +221,7 @@ class CachedBackbone(nn.Module):
         self.cache = cache
         self.phi3_channels = backbone.phi3_channels
         self.phi4_channels = backbone.phi4_channels
+        self.phi_offsets = (backbone.body.phi3_offset, backbone.body.phi4_offset)
         self.cfg = backbone.cfg
         self.register_buffer("_device_probe", torch.zeros(0), persistent=False)
 
@@ -238,9 +239,7 @@ class CachedBackbone(nn.Module):
         phi3, phi4 = self.cache.features(int(stores[0]), r[:, 1])
         dev = self._device_probe.device
         phi3, phi4 = phi3.to(dev), phi4.to(dev)
-        if phi4.shape[-2:] != phi3.shape[-2:]:  # exactly what Backbone.forward does
-            phi4 = F.interpolate(phi4, size=phi3.shape[-2:], mode="bilinear", align_corners=False)
-        return phi3, phi4
+        return phi3, align_phi4(phi3, phi4, *self.phi_offsets)  # exactly what Backbone.forward does
 
 
 class CachedPairDataset(Dataset):

@@ -37,9 +37,9 @@ from typing import Any, Literal, Optional, Sequence as Seq
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from cract_core.backbone import align_phi4
 from cract_core.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
 from cract_core.config import ExperimentConfig, config_from_dict, to_dict
 from cract_core.errors import CheckpointError
@@ -181,8 +181,7 @@ class FastFrozenBackbone(nn.Module):
 
     def forward(self, crops_bgr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         phi3, phi4 = self.body.features(self.preprocess(crops_bgr))
-        if phi4.shape[-2:] != phi3.shape[-2:]:  # as Backbone.forward
-            phi4 = F.interpolate(phi4, size=phi3.shape[-2:], mode="bilinear", align_corners=False)
+        phi4 = align_phi4(phi3, phi4, self.body.phi3_offset, self.body.phi4_offset)  # as Backbone.forward
         return phi3.contiguous(), phi4.contiguous()
 
 
