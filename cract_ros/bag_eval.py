@@ -39,6 +39,7 @@ from cract_ros import bag_io
 from cract_ros.bag_io import BagError
 
 PROG = "cract-bag"
+RECORD_TOPIC = "/cract_tracker/tracked_object"  # where --record writes the boxes (both modes)
 
 
 @dataclass
@@ -177,7 +178,7 @@ def eval_realtime(seq: bag_io.SequenceData, init_box: Optional[np.ndarray] = Non
 # ------------------------------------------------------------------------------- recording
 
 
-def record_lockstep(path: Path, seq: bag_io.SequenceData, res: BagEvalResult, topic: str = "/cract_tracker/tracked_object",
+def record_lockstep(path: Path, seq: bag_io.SequenceData, res: BagEvalResult, topic: str = RECORD_TOPIC,
                     gt_topic: Optional[str] = None) -> None:
     """The lock-step boxes as cract/msg/TrackedObject, one per image, logged at the image's stamp."""
     size = seq.image(0).shape[1::-1]
@@ -211,7 +212,8 @@ def record_realtime(path: Path, seq: bag_io.SequenceData, replay: Any, gt_topic:
         return max(replay.stamps_ns[0], base_ns + int(round((receipt - replay.stream_start) * 1e9)))
 
     with bag_io.BagWriter(path) as bag:
-        items = [(log_ns(o.receipt), replay.tracked_topic, bag_io.TRACKED_TYPE, o.raw) for o in replay.outputs]
+        # one topic name whatever namespace the replay ran in, the same as record_lockstep writes
+        items = [(log_ns(o.receipt), RECORD_TOPIC, bag_io.TRACKED_TYPE, o.raw) for o in replay.outputs]
         items += [(log_ns(t), "/diagnostics", bag_io.DIAGNOSTICS_TYPE, raw) for t, raw, _ in replay.diagnostics]
         for ns, topic, msgtype, raw in sorted(items, key=lambda x: x[0]):
             bag.write_raw(topic, msgtype, ns, raw)

@@ -304,6 +304,7 @@ class NodeReplay:
                 time.sleep(0.01)
         finally:
             finished = time.monotonic()
+        self._final_diagnostics(last)
         if progress is not None:
             self._report(progress, reported, next_report - 1.0, finished)
         with self._lock:
@@ -311,6 +312,27 @@ class NodeReplay:
             diags = list(self.diagnostics)
         return ReplayResult([f.stamp_ns for f in frames], publish_times, outputs, diags, resp.message, init_s,
                             start, stream_end, finished, self.fqn, self.tracked_topic, complete, self.log_path)
+
+    def _final_diagnostics(self, last_ns: int, timeout: float = 5.0) -> None:
+        """Advance /clock past one diagnostics period after the last frame and wait for the node's
+        /diagnostics: its timers follow /clock (use_sim_time), and the recording should end
+        with the node's final counts."""
+        from builtin_interfaces.msg import Time
+
+        with self._lock:
+            before = len(self.diagnostics)
+        deadline = time.monotonic() + timeout
+        step = 0
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            step += 1
+            sec, nsec = divmod(last_ns + step * 500_000_000, 1_000_000_000)
+            self.clock.publish(self._Clock(clock=Time(sec=sec, nanosec=nsec)))
+            t_next = time.monotonic() + 0.25
+            while time.monotonic() < t_next:
+                with self._lock:
+                    if len(self.diagnostics) > before:
+                        return
+                time.sleep(0.01)
 
     def _report(self, progress: Callable[[dict], None], reported: int, since: float, now: float) -> int:
         with self._lock:
