@@ -20,6 +20,11 @@ setup(
         "console_scripts": [
             # the same entry point CMake installs as lib/cract/tracker_node
             "cract-tracker-node=cract_ros.node:main",
+            # rosbag2: sequences to bags, lock-step / real-time evaluation of bags (cract_ros/bag_eval.py)
+            "cract-bag=cract_ros.bag_eval:main",
+            # the evaluation toolkit and the training pipeline of cract_core
+            "cract-eval=cract_core.eval.cli:main",
+            "cract-train=cract_core.train.cli:main",
         ],
     },
 )
