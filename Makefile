@@ -41,8 +41,11 @@ test: $(STAMP)
 	@echo ">>> ROS_DOMAIN_ID=$(ROS_DOMAIN_ID)"
 	$(ROS_ENV) $(PY) -m pytest test/ $(PYTEST_ARGS)
 
+# The main job: the node (config/cract.yaml, built-in default model) fed a real sequence as a
+# camera (../shared/data when present, else a generated one); DEMO_ARGS="--source PATH" takes a
+# video, an image folder or a rosbag2. Output under runs/demo/. Offline, no ROS: python -m cract_core.demo
 demo: $(STAMP)
-	$(ROS_ENV) $(PY) -m cract_core.demo $(DEMO_ARGS)
+	$(ROS_ENV) $(PY) -m cract_ros.demo $(DEMO_ARGS)
 
 # Removes the cmake build tree (not .venv): the next make rebuilds msg/srv.
 clean-build:

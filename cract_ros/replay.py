@@ -270,7 +270,7 @@ class NodeReplay:
         self._wait(lambda: self.answered(first.stamp_ns, non_idle=True), 60.0, "the TrackedObject of the init frame")
 
         # 2. the camera: frames 1.. at their recorded spacing, never waiting for the node
-        start = time.monotonic()
+        start = self._stream_start = time.monotonic()
         base_ns = frames[1].stamp_ns if len(frames) > 1 else first.stamp_ns
         next_report = start + 1.0
         reported = 0
@@ -341,6 +341,7 @@ class NodeReplay:
         diag = self.latest_diagnostics() or {}
         last = new[-1] if new else None
         progress({
+            "t": now - getattr(self, "_stream_start", now),  # seconds since the camera started
             "window_s": max(now - since, 1e-6),
             "frames": len(new),
             "rate_hz": len(new) / max(now - since, 1e-6),
