@@ -297,37 +297,45 @@ def _linearised_backbone(net: CRACTNet) -> torch.nn.Module:
     return bb
 
 
-def _cell_centre_offset(net: CRACTNet, which: int, cell: int = 8, size: int = 255) -> float:
-    """c such that feature cell j of phi_3 / phi_4 (at stride 16) looks at crop pixel 16 j + c."""
-    bb = _linearised_backbone(net)
+def _cell_centre_offsets(bb: torch.nn.Module, size: int, cell: int) -> tuple[float, float]:
+    """(c3, c4): phi_3's and phi_4's cell ``cell`` (at stride 16) of a ``size`` crop look at crop
+    pixel 16 cell + c, measured as the input-gradient centroid through the linearised backbone."""
     x = torch.full((1, 3, size, size), 128.0, requires_grad=True)
-    phi = bb(x)[0 if which == 3 else 1]
-    (grad,) = torch.autograd.grad(phi[0, :, cell, cell].sum(), x)
-    g = grad[0].abs().sum(0).sum(0).double()  # mass per column
-    return float((g @ torch.arange(size, dtype=torch.float64)) / g.sum()) - 16 * cell
+    phi3, phi4 = bb(x)
+    out = []
+    for phi in (phi3, phi4):
+        (grad,) = torch.autograd.grad(phi[0, :, cell, cell].sum(), x, retain_graph=True)
+        g = grad[0].abs().sum(0).sum(0).double()  # mass per column
+        out.append(float((g @ torch.arange(size, dtype=torch.float64)) / g.sum()) - 16 * cell)
+    return out[0], out[1]
 
 
-@pytest.mark.parametrize("which", [3, 4])
+@pytest.mark.parametrize("mode", ["resize", "dilate"])
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet18"])
-def test_pooling_samples_the_feature_cell_that_looks_at_the_box(name: str, which: int) -> None:
+def test_pooling_samples_the_feature_cell_that_looks_at_the_box(name: str, mode: str) -> None:
     # A box centred at crop pixel P must be pooled from the features whose receptive field is
     # centred at P, or every f_i is shifted against its box.  The pooler's side: pool a 1-px box
-    # at P from a ramp map f(u) = u to read the feature coordinate u(P) it samples (for
-    # roi_align aligned=True, scale 1/16: u = P/16 - 0.5, i.e. cell j is taken to look at 16 j + 8).
-    # The backbone's side: cell j looks at 16 j + c, c measured on the linearised backbone
-    # (hand analysis of the paddings: Lite0 phi_3 c = 14, its resized phi_4 c = 22; ResNet-18
-    # phi_3 c = 0, resized phi_4 c = -8).  So 16 u(P) + c must be P, within 2 px.
-    net = CRACTNet(config_from_dict({"backbone": {"name": name, "weights": "none"}})).eval()
-    c = _cell_centre_offset(net, which)
+    # at P from a ramp map f(u) = u to read the feature coordinate u(P) it samples (plain
+    # roi_align aligned=True, scale 1/16 would give u = P/16 - 0.5: cell j looks at 16 j + 8).
+    # The backbone's side: cell j looks at 16 j + c, c measured on the linearised backbone for
+    # both crops the tracker uses (template 127, search 255), for phi_3 and phi_4 (the concat must
+    # stack features of one place).  Hand analysis of the paddings, before any correction: Lite0
+    # phi_3 c = 14 (TF "same" pads bottom/right), bilinear-resized phi_4 c = 22; ResNet-18 phi_3
+    # c = 0, resized phi_4 c = -8.  So 16 u(P) + c must be P, within 2 px.
+    net = CRACTNet(config_from_dict({"backbone": {"name": name, "weights": "none", "phi4_mode": mode}})).eval()
+    bb = _linearised_backbone(net)
     ramp = torch.arange(16, dtype=torch.float32).view(1, 1, 1, 16).expand(1, 1, 16, 16).contiguous()
-    for p in (100.0, 127.5, 150.0):
-        pooled = net.pool(ramp, torch.tensor([[p - 0.5, p - 0.5, p + 0.5, p + 0.5]]))
-        u = float(pooled[0, -1].mean())  # the 1x1 level (last channels); every level agrees for a 1-px box
-        looked_at = 16 * u + c
-        assert abs(looked_at - p) <= 2.0, (
-            f"{name} phi_{which}: a box centred at crop pixel {p} is pooled from feature x = {u:.3f}, whose "
-            f"receptive field is centred at pixel {looked_at:.1f} ({looked_at - p:+.1f} px off; cell j looks at 16 j + {c:.1f})"
-        )
+    for size, cell in ((127, 4), (255, 8)):  # interior cells (no border clamping)
+        for which, c in zip((3, 4), _cell_centre_offsets(bb, size, cell)):
+            for p in (60.0, 100.0, 127.5, 150.0):
+                pooled = net.pool(ramp, torch.tensor([[p - 0.5, p - 0.5, p + 0.5, p + 0.5]]))
+                u = float(pooled[0, -1].mean())  # the 1x1 level (last channels); all levels agree for a 1-px box
+                looked_at = 16 * u + c
+                assert abs(looked_at - p) <= 2.0, (
+                    f"{name}/{mode} crop {size} phi_{which}: a box centred at crop pixel {p} is pooled from feature "
+                    f"x = {u:.3f}, whose receptive field is centred at pixel {looked_at:.1f} "
+                    f"({looked_at - p:+.1f} px off; cell j looks at 16 j + {c:.1f})"
+                )
 
 
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet18"])
