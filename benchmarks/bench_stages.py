@@ -177,12 +177,6 @@ def bench_backbone(name: str, device: torch.device, runs: int, warmup: int) -> t
             failures.append(Timing(name, "search branch, phi4_mode=dilate", None, None, f"FAILED to build: {type(exc).__name__}: {exc}"))
             for crop in (127, 255):
                 shapes.append((name, "dilate", crop, None, None, None, f"FAILED: {type(exc).__name__}"))
-            if name == "resnet18":
-                # What the choice would cost once it builds: layer4 at stride 1 with dilation 2, done
-                # by hand on a copy (the fix suggested for backbone.py), so "measure, choose" has a number.
-                patched = _dilate_resnet18_layer4(copy.deepcopy(net))
-                stages.append(("search branch, layer4 dilated by hand", lambda: patched.extract(x),
-                               "benchmark-local stand-in for phi4_mode=dilate"))
         else:
             stages += [
                 ("search branch, phi4_mode=dilate", lambda: dil.extract(x), ""),
@@ -201,21 +195,6 @@ def bench_backbone(name: str, device: torch.device, runs: int, warmup: int) -> t
         med, p95, low = summarise(ms)
         out.append(Timing(name, stage, med, p95, stage_note, low))
     return out + failures, shapes
-
-
-def _dilate_resnet18_layer4(net: CRACTNet) -> CRACTNet:
-    """layer4 at stride 1, every 3x3 conv dilated 2 (padding 2): SiamRPN++'s stride-16 layer4.
-
-    torchvision's BasicBlock refuses dilation > 1 in its constructor, so it is changed after
-    construction; the weights' shapes do not change."""
-    layer4 = net.backbone.body.net.layer4
-    for i, block in enumerate(layer4):
-        if i == 0:
-            block.conv1.stride = (1, 1)
-            block.downsample[0].stride = (1, 1)
-        for conv in (block.conv1, block.conv2):
-            conv.dilation, conv.padding = (2, 2), (2, 2)
-    return net
 
 
 def _fmt_shape(s) -> str:
