@@ -338,6 +338,33 @@ def test_pooling_samples_the_feature_cell_that_looks_at_the_box(name: str, mode:
                 )
 
 
+@pytest.mark.parametrize("search_size", [287, 271])
+def test_another_search_size_is_aligned_or_refused(search_size: int) -> None:
+    # tracker.search_size is a config value (SiamRPN++ uses 255, DaSiamRPN 271).  Lite0's TF
+    # padding makes where a cell looks depend on the crop side: measured, sides 31 mod 32 (127,
+    # 255, 287) give phi_3 and phi_4 c = 14, but 271 gives phi_4 c = -2 (phi_3 side 17 is odd, so
+    # its stride-2 stage pads differently).  A size the pooler's fixed offsets do not fit must be
+    # refused by the config, or be aligned like 255 is.
+    from cract_core.config import ConfigError
+
+    try:
+        cfg = config_from_dict({"backbone": {"weights": "none"}, "tracker": {"search_size": search_size}})
+    except ConfigError:
+        return  # refused with a message: acceptable
+    net = CRACTNet(cfg).eval()
+    cell = -(-search_size // 16) // 2
+    c3, c4 = _cell_centre_offsets(_linearised_backbone(net), search_size, cell)
+    side = -(-search_size // 16)
+    ramp = torch.arange(side, dtype=torch.float32).view(1, 1, 1, side).expand(1, 1, side, side).contiguous()
+    p = 16.0 * cell + 8.0
+    u = float(net.pool(ramp, torch.tensor([[p - 0.5, p - 0.5, p + 0.5, p + 0.5]]))[0, -1].mean())
+    for which, c in ((3, c3), (4, c4)):
+        assert abs(16 * u + c - p) <= 2.0, (
+            f"search_size {search_size}: phi_{which} cell j looks at 16 j + {c:.1f}; a box at {p} is pooled from "
+            f"the feature looking at {16 * u + c:.1f} ({16 * u + c - p:+.1f} px off)"
+        )
+
+
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet18"])
 @pytest.mark.parametrize("shift", [(0, 0), (32, 0), (-48, 64)])
 def test_score_map_peak_is_the_anchor_over_the_target(name: str, shift: tuple[int, int]) -> None:
