@@ -321,8 +321,11 @@ class Backbone(nn.Module):
     def frozen(self) -> bool:
         return not any(p.requires_grad for p in self.body.parameters())
 
+    channels_last = False  # set by CRACTNet.fuse_for_inference: fastest layout for the CPU convs
+
     def preprocess(self, crops_bgr: torch.Tensor) -> torch.Tensor:
-        return bgr_uint8_to_input(crops_bgr, self.body.mean, self.body.std)
+        x = bgr_uint8_to_input(crops_bgr, self.body.mean, self.body.std)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     @property
     def pixel_offset(self) -> float:
@@ -331,7 +334,10 @@ class Backbone(nn.Module):
 
     def forward(self, crops_bgr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         phi3, phi4 = self.body.features(self.preprocess(crops_bgr))
-        return phi3, self.align_phi4(phi3, phi4)
+        phi4 = self.align_phi4(phi3, phi4)
+        if self.channels_last:
+            phi3, phi4 = phi3.contiguous(), phi4.contiguous()
+        return phi3, phi4
 
     def align_phi4(self, phi3: torch.Tensor, phi4: torch.Tensor) -> torch.Tensor:
         return align_phi4(phi3, phi4, self.body.phi3_offset, self.body.phi4_offset)

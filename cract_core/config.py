@@ -258,6 +258,11 @@ def validate(cfg: ExperimentConfig) -> None:
         (cfg.tracker.search_size > cfg.tracker.template_size, "tracker.search_size must exceed template_size"),
         (cfg.tracker.lost_confidence <= cfg.tracker.low_confidence, "tracker.lost_confidence <= low_confidence required"),
     ]
+    if cfg.backbone.name == "efficientnet_lite0":
+        # Lite0's TF "same" padding makes where a feature cell looks depend on the crop side; the
+        # offsets in backbone.py (phi_3 16j+14, phi_4 32k+30) hold for sides 31 mod 32 only.
+        for key, size in (("tracker.template_size", cfg.tracker.template_size), ("tracker.search_size", cfg.tracker.search_size)):
+            checks.append((size % 32 == 31, f"{key} must be 31 mod 32 for efficientnet_lite0 (e.g. 127, 255, 287), got {size}"))
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
