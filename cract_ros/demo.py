@@ -37,7 +37,7 @@ DEFAULT_SEQUENCES = ("uav_boat5", "otb_bird2")  # aerial footage first: what our
 DEFAULT_OUT = REPO_ROOT / "runs" / "demo"
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 STATE_COLOURS = {0: (160, 160, 160), 1: (0, 200, 0), 2: (0, 200, 255), 3: (0, 0, 255)}
-STATE_NAMES = {0: "IDLE", 1: "TRACKING", 2: "LOW_CONF", 3: "LOST", -1: "no answer"}
+STATE_NAMES = {0: "IDLE", 1: "TRACKING", 2: "LOW_CONF", 3: "LOST", -1: "dropped"}
 
 
 class DemoError(ValueError):
@@ -178,7 +178,7 @@ def contact_sheet(source: Source, boxes: np.ndarray, states: list[int], confs: l
         if source.groundtruth is not None and np.all(np.isfinite(boxes[i])) and np.all(np.isfinite(source.groundtruth[i])):
             label += f" IoU {float(iou(boxes[i], source.groundtruth[i], 'xywh')):.2f}"
         if processed is not None and not processed[i]:
-            label += " (dropped)"
+            label += " (last box)"  # the node skipped this frame: the box a controller still had
         cv2.rectangle(img, (0, 0), (tile_width, 22), (0, 0, 0), -1)
         cv2.putText(img, label, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
         cells.append(img)

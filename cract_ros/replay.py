@@ -273,7 +273,8 @@ class NodeReplay:
         start = self._stream_start = time.monotonic()
         base_ns = frames[1].stamp_ns if len(frames) > 1 else first.stamp_ns
         next_report = start + 1.0
-        reported = 0
+        with self._lock:
+            reported = len(self.outputs)  # the per-second lines count the camera's frames only
         for frame in frames[1:]:
             due = start + (frame.stamp_ns - base_ns) / 1e9
             while True:
