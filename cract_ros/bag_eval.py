@@ -287,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     fs.add_argument("--gt-topic", default=bag_io.DEFAULT_GT_TOPIC)
     fs.add_argument("--frame-id", default=bag_io.DEFAULT_FRAME_ID)
     fs.add_argument("--max-frames", type=int, default=None, help="only the first N frames")
+    fs.add_argument("--compressed", choices=("png", "jpeg"), default=None,
+                    help="sensor_msgs/CompressedImage on IMAGE_TOPIC/compressed instead of raw bgr8 "
+                         "(png is lossless: the same pixels as raw)")
 
     info = sub.add_parser("info", help="topics, types and counts of a bag")
     info.add_argument("bag", type=Path)
@@ -337,12 +340,13 @@ def cmd_from_sequence(args: argparse.Namespace) -> int:
             fps, why = 30.0, f"default ({why})"
     try:
         written = bag_io.write_sequence_bag(args.sequence, args.out, fps, args.image_topic, args.gt_topic,
-                                            args.frame_id, args.max_frames)
+                                            args.frame_id, args.max_frames, compressed=args.compressed)
     except (SequenceError, OSError) as exc:
         return _fail(str(exc))
     w, h = written.image_size
-    print(f"wrote {written.path}: {written.frames} frames {w}x{h} bgr8 at {written.fps:g} fps ({why}) on "
-          f"{args.image_topic}, ground truth on {args.gt_topic}, /clock")
+    kind = f"{args.compressed} CompressedImage" if args.compressed else "bgr8"
+    print(f"wrote {written.path}: {written.frames} frames {w}x{h} {kind} at {written.fps:g} fps ({why}) on "
+          f"{written.image_topic}, ground truth on {args.gt_topic}, /clock")
     return 0
 
 

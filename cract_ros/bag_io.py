@@ -130,6 +130,17 @@ def tracked_object_message(ns: int, frame_id: str, box: Any, state: int, frame_i
         offset_x=ox, offset_y=oy, relative_size=rel)
 
 
+def compressed_message(bgr: np.ndarray, ns: int, frame_id: str, fmt: str = "png") -> Any:
+    """A rosbags sensor_msgs/CompressedImage as image_transport's compressed plugin writes it."""
+    import cv2
+
+    ok, buf = cv2.imencode(".png" if fmt == "png" else ".jpg", bgr)
+    if not ok:
+        raise BagError(f"OpenCV could not encode a {bgr.shape} frame as {fmt}")
+    return typestore().types[COMPRESSED_TYPE](header=_header(ns, frame_id), format=f"bgr8; {fmt} compressed bgr8",
+                                              data=np.frombuffer(buf.tobytes(), dtype=np.uint8))
+
+
 def clock_message(ns: int) -> Any:
     return typestore().types[CLOCK_TYPE](clock=_time(ns))
 
@@ -207,17 +218,24 @@ class WrittenBag:
     fps: float
     image_size: tuple[int, int]  # (width, height) of the first frame
     stamps_ns: list[int]
+    image_topic: str = DEFAULT_IMAGE_TOPIC
 
 
 def write_sequence_bag(seq_dir: Path | str, out_dir: Path | str, fps: float = 30.0,
                        image_topic: str = DEFAULT_IMAGE_TOPIC, gt_topic: str = DEFAULT_GT_TOPIC,
                        frame_id: str = DEFAULT_FRAME_ID, max_frames: Optional[int] = None,
-                       start_ns: int = DEFAULT_START_NS) -> WrittenBag:
+                       start_ns: int = DEFAULT_START_NS, compressed: Optional[str] = None) -> WrittenBag:
     """A folder sequence (img/ + optional groundtruth.txt) -> a rosbag2 directory (see the module doc).
 
     Frames are decoded with cv2.imread (the bytes the evaluation toolkit tracks on) and stored as
-    bgr8; frame i is stamped start_ns + i / fps.
+    bgr8; frame i is stamped start_ns + i / fps. compressed="png" (lossless: the same pixels) or
+    "jpeg" stores sensor_msgs/CompressedImage instead, on image_topic + "/compressed" as
+    image_transport names it.
     """
+    if compressed not in (None, "png", "jpeg"):
+        raise BagError(f"compressed must be png or jpeg, got {compressed!r}")
+    if compressed and not image_topic.endswith("/compressed"):
+        image_topic = image_topic.rstrip("/") + "/compressed"
     from cract_ros.sequence import frame_paths, read_frames, read_groundtruth
 
     if not (fps > 0 and np.isfinite(fps)):
@@ -235,14 +253,17 @@ def write_sequence_bag(seq_dir: Path | str, out_dir: Path | str, fps: float = 30
                 size = (bgr.shape[1], bgr.shape[0])
             # /clock first: a sim-time subscriber's clock has reached the frame when it arrives
             bag.write(CLOCK_TOPIC, CLOCK_TYPE, ns, clock_message(ns))
-            bag.write(image_topic, IMAGE_TYPE, ns, image_message(bgr, ns, frame_id))
+            if compressed:
+                bag.write(image_topic, COMPRESSED_TYPE, ns, compressed_message(bgr, ns, frame_id, compressed))
+            else:
+                bag.write(image_topic, IMAGE_TYPE, ns, image_message(bgr, ns, frame_id))
             if gt is not None and i < len(gt):
                 box = gt[i]
                 ok = bool(np.all(np.isfinite(box)) and box[2] > 0 and box[3] > 0)
                 bag.write(gt_topic, TRACKED_TYPE, ns, tracked_object_message(
                     ns, frame_id, box if ok else [np.nan] * 4, TRACKING if ok else LOST, i,
                     confidence=1.0 if ok else 0.0, image_size=(bgr.shape[1], bgr.shape[0])))
-    return WrittenBag(Path(out_dir), len(stamps), float(fps), size, stamps)
+    return WrittenBag(Path(out_dir), len(stamps), float(fps), size, stamps, image_topic)
 
 
 # ----------------------------------------------------------------------------- reading

@@ -172,3 +172,19 @@ def test_wrong_message_type_is_a_clear_error(bird_bag, capsys) -> None:
     assert "has type rosgraph_msgs/msg/Clock, expected sensor_msgs/msg/Image or sensor_msgs/msg/CompressedImage" in line
     line = run_error(capsys, ["eval", str(bag_dir), "--gt-topic", "/camera/image_raw"])
     assert "has type sensor_msgs/msg/Image, expected cract/msg/TrackedObject" in line
+
+
+def test_png_compressed_bag_reads_back_the_same_pixels(shared_sequence, tmp_path, capsys) -> None:
+    """--compressed png: sensor_msgs/CompressedImage on <topic>/compressed (image_transport's
+    name), lossless, so the tracker sees exactly the frames of a raw bag."""
+    seq_dir = shared_sequence("otb_bird2")
+    out = tmp_path / "png_bag"
+    assert bag_eval.main(["from-sequence", str(seq_dir), str(out), "--max-frames", "5", "--compressed", "png"]) == 0
+    assert "/camera/image_raw/compressed" in capsys.readouterr().out
+    bag = bag_io.Bag(out)
+    assert bag.topics["/camera/image_raw/compressed"].msgtype == "sensor_msgs/msg/CompressedImage"
+    seq = bag_io.load_sequence(out, "/camera/image_raw/compressed")
+    for i, frame in enumerate(read_frames(seq_dir, 5)):
+        assert seq.image(i).tobytes() == frame.tobytes(), f"frame {i} differs"
+    msg = bag.decode(seq.frames[0].raw, seq.frames[0].msgtype)
+    assert msg.format == "bgr8; png compressed bgr8"
