@@ -152,6 +152,11 @@ def eval_realtime(seq: bag_io.SequenceData, init_box: Optional[np.ndarray] = Non
     from cract_ros.replay import NodeReplay, ReplayError, predictions_by_stamp, replay_stats
 
     box0 = initial_box(seq, init_box)
+    stamps = seq.stamps_ns
+    if len(set(stamps)) != len(stamps) or any(b <= a for a, b in zip(stamps, stamps[1:])):
+        # the node's answers are matched to frames by stamp, and frames are paced by stamp
+        raise BagError(f"the image stamps on {seq.image_topic} are not strictly increasing (repeated or "
+                       f"out of order): real-time replay matches the node's answers by stamp; use --mode lockstep")
     report = None
     if progress:
         def report(s: dict) -> None:
