@@ -88,3 +88,17 @@ def test_demo_without_a_box_for_the_first_frame_says_what_to_do(tmp_path) -> Non
         "cract demo: error: frames has no ground-truth box for its first frame: give --init-box x,y,w,h")
     proc = run_demo(["--source", str(tmp_path / "nope.mp4")])
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_demo_plays_a_bag_with_its_ground_truth(shared_sequence, tmp_path) -> None:
+    """A rosbag2 as the source: its images are published as recorded, its ground truth scores them."""
+    from cract_ros import bag_eval
+
+    bag = tmp_path / "bag"
+    assert bag_eval.main(["from-sequence", str(shared_sequence("otb_woman")), str(bag), "--max-frames", "10"]) == 0
+    out = tmp_path / "demo_bag"
+    proc = run_demo(["--source", str(bag), "--out", str(out), "--param", "num_threads=1"])
+    check_output(proc, out, 10, scored=True)
+    assert "bag, 10 frames 352x288 at 30.0 fps" in proc.stdout
