@@ -271,9 +271,9 @@ def main(argv: Optional[Seq[str]] = None) -> int:
         result = replay.run(frames, box0, progress=line)
     except ReplayError as exc:
         print(f"cract demo: error: {exc}", file=sys.stderr)
-        replay.close()
         return 1
-    code = replay.close()
+    finally:  # also on Ctrl-C: the node process is stopped, never left behind
+        code = replay.close()
 
     boxes, processed = predictions_by_stamp(result)
     by_stamp = result.last_output_by_stamp()
