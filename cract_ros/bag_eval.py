@@ -98,12 +98,23 @@ def eval_lockstep(seq: bag_io.SequenceData, init_box: Optional[np.ndarray] = Non
     """Every frame through Tracker (sync mode), as cract-eval's cract tracker runs a folder."""
     import torch
 
+    box0 = initial_box(seq, init_box)
+    previous_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))  # restored below: a library call must not change the caller's
+    try:
+        return _lockstep(seq, box0, config, checkpoint, device, progress)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _lockstep(seq: bag_io.SequenceData, box0: np.ndarray, config: Optional[str], checkpoint: Optional[str],
+              device: str, progress: bool) -> BagEvalResult:
+    import torch
+
     from cract_core.eval.trackers import build_cract_config
     from cract_core.tracker import Tracker
 
-    if threads:
-        torch.set_num_threads(int(threads))
-    box0 = initial_box(seq, init_box)
     tracker = Tracker.from_config(build_cract_config(config), checkpoint=checkpoint, device=device, mode="sync")
     n = len(seq.frames)
     boxes = np.full((n, 4), np.nan)

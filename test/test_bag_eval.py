@@ -28,6 +28,16 @@ def make_bag(seq_dir: Path, out: Path, fps: float) -> Path:
 def test_lockstep_bag_eval_equals_the_folder_eval(shared_sequence, tmp_path, capsys) -> None:
     """The same 20 otb_bird2 frames: cract-eval on the folder and cract-bag eval on the bag give
     the same boxes and the same AUC / precision (both one thread, sync tracker)."""
+    import torch
+
+    threads = torch.get_num_threads()  # cract-eval sets torch's threads for its run: restored below
+    try:
+        _lockstep_vs_folder(shared_sequence, tmp_path, capsys)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _lockstep_vs_folder(shared_sequence, tmp_path, capsys) -> None:
     from cract_core.eval import cli
 
     seq_dir = shared_sequence("otb_bird2")
