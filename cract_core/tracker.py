@@ -153,9 +153,9 @@ class Tracker:
             info = {"path": str(path), "step": ckpt.get("step")}
         return cls(cfg, net, device=device, mode=mode, checkpoint_info=info)
 
-    def _reset_state(self) -> None:
+    def _reset_state(self, close_timeout: float = 5.0) -> None:
         if self.online is not None:
-            self.online.close()
+            self.online.close(close_timeout)
         self.online = None
         self._template = None
         self._center = np.zeros(2)
@@ -167,9 +167,10 @@ class Tracker:
         self._pad = None
         self._rng = np.random.default_rng(0)
 
-    def close(self) -> None:
-        """Stop the update worker; the tracker can be initialised again afterwards."""
-        self._reset_state()
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the update worker (waiting up to ``timeout`` s for a solve in progress; the worker is
+        a daemon thread, so a process may exit without it); the tracker can be initialised again."""
+        self._reset_state(timeout)
 
     @property
     def initialized(self) -> bool:

@@ -689,7 +689,9 @@ class TrackerNode(Node):
             if getattr(self, "_solve_gate", None) is not None:
                 self._solve_gate.set()  # a held solver must not keep close() waiting
             try:
-                tracker.close()
+                # A solve in progress may take seconds on a busy CPU; its daemon thread need not
+                # finish for the node to exit cleanly, so shutdown does not wait long for it.
+                tracker.close(timeout=1.0)
             except Exception as exc:
                 self.get_logger().warning(f"tracker.close(): {exc}")
         super().destroy_node()
