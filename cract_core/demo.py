@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from .config import project_root
+from .eval.metrics import score_sequence
 from .geometry import iou
 
 
@@ -75,24 +76,24 @@ def main(argv: Optional[list[str]] = None) -> int:
     ckpt = tracker.checkpoint_info.get("path", "none (untrained heads)")
     print(f"cract demo: sequence {name} ({n} frames), config {tracker.cfg.name}, heads {ckpt}, "
           f"device {tracker.device}, mode {args.mode}")
-    ious, latencies = [], []
+    boxes, latencies = [], []
     t0 = time.perf_counter()
     for i, image in enumerate(frames):
         if i == 0:
             result = tracker.init(image, gt[0])
+            boxes.append(result.box)
             print(f"frame {i:4d}  init  box {np.round(result.box, 1).tolist()}  {result.timings['total']:.0f} ms")
             continue
         result = tracker.track(image)
         latencies.append(result.timings["total"])
-        ious.append(float(iou(result.box, gt[i], "xywh")))
+        boxes.append(result.box)
         print(f"frame {i:4d}  box {np.round(result.box, 1).tolist()}  conf {result.confidence:.2f}  "
-              f"{result.state.name:<14s} iou {ious[-1]:.2f}  {result.timings['total']:.1f} ms"
+              f"{result.state.name:<14s} iou {float(iou(result.box, gt[i], 'xywh')):.2f}  {result.timings['total']:.1f} ms"
               f"{'  (update)' if result.updated else ''}")
     wall = time.perf_counter() - t0
     tracker.close()
-    thresholds = np.linspace(0, 1, 21)
-    auc = float(np.mean([(np.asarray(ious) > t).mean() for t in thresholds])) if ious else float("nan")
-    print(f"summary: {n} frames, success AUC {auc:.3f} (frames after the first), "
+    scores = score_sequence(np.asarray(boxes), gt[: len(boxes)])
+    print(f"summary: {n} frames, success AUC {scores.auc:.3f}, precision@20 {scores.prec20:.3f}, "
           f"latency median {np.median(latencies):.1f} ms p95 {np.percentile(latencies, 95):.1f} ms, "
           f"{(n - 1) / wall:.1f} fps including I/O")
     return 0
