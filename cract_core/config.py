@@ -269,8 +269,27 @@ def validate(cfg: ExperimentConfig) -> None:
 
 
 def project_root() -> Path:
-    """The repository (or installed share/cract) folder that holds config/ and models/."""
-    return Path(__file__).resolve().parent.parent
+    """The folder that holds config/ and models/: the repository in a source checkout (or a pip
+    editable install), ``<prefix>/share/cract`` when CMake installed cract_core into
+    ``<prefix>/lib/pythonX.Y/site-packages`` (colcon, ROS)."""
+    here = Path(__file__).resolve()
+    source_tree = here.parent.parent
+    if (source_tree / "config" / "model").is_dir():
+        return source_tree
+    installed = here.parents[4] / "share" / "cract" if len(here.parents) > 4 else None
+    if installed is not None and (installed / "config" / "model").is_dir():
+        return installed
+    return source_tree
+
+
+def config_root(cfg: "ExperimentConfig") -> Path:
+    """The folder a config's relative paths (checkpoint) are relative to: the one holding its
+    config/ folder (config/model/x.yaml -> ../..), so a copied or installed tree stays consistent."""
+    if cfg.source:
+        source = Path(cfg.source)
+        if source.parent.name == "model" and source.parent.parent.name == "config":
+            return source.parent.parent.parent
+    return project_root()
 
 
 def default_config_path() -> Path:

@@ -26,7 +26,7 @@ import torch
 
 from . import geometry
 from .checkpoint import load_checkpoint
-from .config import ExperimentConfig, ConfigError, default_config_path, load_config, project_root, validate
+from .config import ExperimentConfig, ConfigError, config_root, default_config_path, load_config, validate
 from .errors import CheckpointError, InvalidInputError, NotInitializedError
 from .geometry import InvalidBoxError
 from .model import CRACTNet, TemplateState
@@ -72,14 +72,14 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def resolve_checkpoint(cfg: ExperimentConfig, checkpoint: Optional[str]) -> Optional[Path]:
-    """An explicit path, else the config's (relative to the project root), else None (untrained heads)."""
-    value = checkpoint if checkpoint else cfg.checkpoint
-    if not value:
+    """An explicit path (as given), else the config's (relative to the folder holding the config's
+    config/ folder), else None (untrained heads)."""
+    if checkpoint:
+        return Path(checkpoint).expanduser()
+    if not cfg.checkpoint:
         return None
-    path = Path(value).expanduser()
-    if not path.is_absolute():
-        path = project_root() / path
-    return path
+    path = Path(cfg.checkpoint).expanduser()
+    return path if path.is_absolute() else config_root(cfg) / path
 
 
 def check_image(image: Any) -> np.ndarray:
