@@ -428,15 +428,21 @@ def load_lasot(root: Path, only: Optional[Iterable[str]] = None) -> list[Sequenc
 # --------------------------------------------------------------------------------------- GOT-10k
 
 
-def load_got10k(root: Path, only: Optional[Iterable[str]] = None) -> list[Sequence]:
-    root = _require_dir(root)
+def _listed_sequences(root: Path, what: str) -> list[str]:
+    """Sequence names from list.txt (GOT-10k and VOT both ship one), else every <seq>/groundtruth.txt."""
     listing = root / "list.txt"
     if listing.is_file():
         names = listing.read_text().split()
     else:
         names = sorted(p.parent.name for p in root.glob("*/groundtruth.txt"))
     if not names:
-        raise LayoutError(f"{root}: not a GOT-10k split (expected list.txt and <seq>/groundtruth.txt)")
+        raise LayoutError(f"{root}: not {what} (expected list.txt and <seq>/groundtruth.txt)")
+    return names
+
+
+def load_got10k(root: Path, only: Optional[Iterable[str]] = None) -> list[Sequence]:
+    root = _require_dir(root)
+    names = _listed_sequences(root, "a GOT-10k split")
     keep = _only(only)
     seqs = []
     for name in names:
@@ -527,13 +533,7 @@ def polygon_to_box(values: np.ndarray) -> np.ndarray:
 
 def load_vot(root: Path, only: Optional[Iterable[str]] = None) -> list[Sequence]:
     root = _require_dir(root)
-    listing = root / "list.txt"
-    if listing.is_file():
-        names = listing.read_text().split()
-    else:
-        names = sorted(p.parent.name for p in root.glob("*/groundtruth.txt"))
-    if not names:
-        raise LayoutError(f"{root}: not a VOT stack (expected list.txt and <seq>/groundtruth.txt)")
+    names = _listed_sequences(root, "a VOT stack")
     keep = _only(only)
     seqs = []
     for name in names:

@@ -52,6 +52,10 @@ def plot_success(summary: dict, path: Path, title: Optional[str] = None) -> Opti
     ax.set_title(title or f"Success plot: {_scope(summary)}")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower left")
+    return _save(plt, fig, path)
+
+
+def _save(plt, fig, path: Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,9 +81,4 @@ def plot_precision(summary: dict, path: Path, title: Optional[str] = None) -> Op
     ax.set_title(title or f"Precision plot: {_scope(summary)}")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
