@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import math
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -750,8 +751,15 @@ def draw_debug(bgr: np.ndarray, out: TrackedObject) -> np.ndarray:
     return img
 
 
+GIL_SWITCH_INTERVAL_S = 0.0002
+
+
 def main(args: Optional[list] = None) -> int:
     """Entry point of `cract-tracker-node` and of lib/cract/tracker_node."""
+    # The discriminator's update worker runs many small tensor ops, each taking the GIL; with
+    # CPython's default 5 ms switch interval the tracker thread then waits up to 5 ms at each of
+    # its own ops (a convoy), and frames take seconds. A short interval lets the two interleave.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     rclpy.init(args=args)
     node: Optional[TrackerNode] = None
     code = 0
