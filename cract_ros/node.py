@@ -22,7 +22,9 @@ restart and are read-only.
 from __future__ import annotations
 
 import collections
+import faulthandler
 import math
+import os
 import sys
 import threading
 import time
@@ -774,10 +776,30 @@ def main(args: Optional[list] = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        _exit_watchdog(SHUTDOWN_GRACE_S, code)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
     return code
+
+
+# After SIGINT the node must end: rclpy's executor runs callbacks in non-daemon pool threads, and
+# one still blocked (e.g. a service waiting for an init) keeps the interpreter from exiting.
+SHUTDOWN_GRACE_S = 8.0
+
+
+def _exit_watchdog(seconds: float, code: int) -> None:
+    """If shutdown has not finished the process after ``seconds``, print every thread's stack (so the
+    hang says where it is) and exit with ``code``."""
+    def fire() -> None:
+        sys.stderr.write(f"cract_tracker: shutdown still blocked after {seconds:.0f} s; thread stacks:\n")
+        faulthandler.dump_traceback(all_threads=True)
+        sys.stderr.flush()
+        os._exit(code)
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
 
 
 if __name__ == "__main__":
