@@ -270,7 +270,7 @@ class Tracker:
                 # Hard negatives replace as many ordinary ones, keeping the paper's 200 / 1000.
                 boxes = np.concatenate([boxes[: len(boxes) - len(hard)], hard])
                 labels = np.concatenate([labels[: len(labels) - len(hard)], np.zeros(len(hard), np.float32)])
-            feats = self.net.pool(phi_x, torch.as_tensor(geometry.xywh_to_xyxy(boxes), dtype=torch.float32, device=self.device))
+            feats = self._pool_boxes(phi_x, boxes)
         self.online = OnlineLearner(ocfg, self.net.pooler.out_channels, device=self.device, mode=self.mode,
                                     spatial_size=self.net.pooler.output_size,
                                     conv_channels=self.cfg.crac.discriminator_conv_channels,
@@ -289,10 +289,19 @@ class Tracker:
         scores, boxes = self.net.rpn_outputs(self._template.kernels, phi_x)
         props, c, _ = select_proposals(scores[0], boxes[0], max(self.cfg.rpn.num_proposals, count), self.cfg.rpn.nms_iou,
                                        self.cfg.rpn.pre_nms_top_n)
-        props_xywh = geometry.xyxy_to_xywh(props.cpu().numpy().astype(np.float64))
+        return self._distractors(props, c, target_crop_xywh)[:count]
+
+    def _distractors(self, props_xyxy: torch.Tensor, scores: torch.Tensor, target_crop_xywh: np.ndarray) -> np.ndarray:
+        """Proposals (xywh, crop pixels) scoring at least HARD_NEGATIVE_SCORE that overlap the target
+        no more than a negative may: the hard negatives D learns to reject."""
+        props_xywh = geometry.xyxy_to_xywh(props_xyxy.cpu().numpy().astype(np.float64))
         ious = geometry.iou(props_xywh, target_crop_xywh[None, :], fmt="xywh")
-        keep = (ious <= self.cfg.online.negative_iou) & (c.cpu().numpy() >= HARD_NEGATIVE_SCORE)
-        return props_xywh[keep][:count]
+        return props_xywh[(ious <= self.cfg.online.negative_iou) & (scores.cpu().numpy() >= HARD_NEGATIVE_SCORE)]
+
+    def _pool_boxes(self, phi_x: torch.Tensor, boxes_xywh: np.ndarray) -> torch.Tensor:
+        """PRoIAlign features of xywh boxes in search-crop pixels (D's training samples)."""
+        xyxy = torch.as_tensor(geometry.xywh_to_xyxy(boxes_xywh), dtype=torch.float32, device=self.device)
+        return self.net.pool(phi_x, xyxy)
 
     # ------------------------------------------------------------------ track
     def track(self, image: np.ndarray) -> TrackResult:
@@ -430,14 +439,12 @@ class Tracker:
             target = self._box_in_crop(scale)
             boxes, labels = sample_boxes(target, ocfg.update_positives, ocfg.update_negatives, self._rng,
                                          ocfg.positive_iou, ocfg.negative_iou, bounds=(tcfg.search_size, tcfg.search_size))
-            props_xywh = geometry.xyxy_to_xywh(props.cpu().numpy().astype(np.float64))
-            ious = geometry.iou(props_xywh, target[None, :], fmt="xywh")
-            hard = props_xywh[(ious <= ocfg.negative_iou) & (coarse.cpu().numpy() >= HARD_NEGATIVE_SCORE)]
+            hard = self._distractors(props, coarse, target)
             if len(hard):
                 boxes = np.concatenate([boxes, hard])
                 labels = np.concatenate([labels, np.zeros(len(hard), np.float32)])
             with torch.no_grad():
-                feats = self.net.pool(phi_x, torch.as_tensor(geometry.xywh_to_xyxy(boxes), dtype=torch.float32, device=self.device))
+                feats = self._pool_boxes(phi_x, boxes)
             self.online.add_samples(frame, feats, torch.as_tensor(labels, device=self.device),
                                     reliable=confidence >= ocfg.reliable_score)
         return self.online.maybe_update(frame, confidence)
