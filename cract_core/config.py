@@ -123,6 +123,9 @@ class TrainConfig:
     ide_proposals: int = 32
     proposal_iou: float = 0.5
     lr: float = 1e-2
+    # Trainable backbone stages learn at lr * backbone_lr_scale (pysot fine-tunes its backbone at
+    # 0.1 of the heads' rate): ImageNet features are already good, and little data overfits them.
+    backbone_lr_scale: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_steps: int = 200
@@ -255,6 +258,7 @@ def validate(cfg: ExperimentConfig) -> None:
         (all(s >= 1 for s in cfg.crac.pyramid_sizes) and cfg.crac.pyramid_sizes, "crac.pyramid_sizes must be >= 1"),
         (cfg.online.update_interval >= 1, "online.update_interval (K) must be >= 1"),
         (0 <= cfg.train.anchor_neg_iou <= cfg.train.anchor_pos_iou <= 1, "train.anchor_neg_iou <= anchor_pos_iou required"),
+        (cfg.train.lr > 0 and cfg.train.backbone_lr_scale >= 0, "train.lr must be > 0 and train.backbone_lr_scale >= 0"),
         (cfg.tracker.search_size > cfg.tracker.template_size, "tracker.search_size must exceed template_size"),
         (cfg.tracker.lost_confidence <= cfg.tracker.low_confidence, "tracker.lost_confidence <= low_confidence required"),
     ]

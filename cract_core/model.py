@@ -76,7 +76,13 @@ class CRACTNet(nn.Module):
         """Heads, plus any backbone tensors that training may change (trainable stages)."""
         state = {k: v for k, v in self.state_dict().items() if k.split(".")[0] in self.HEAD_MODULES}
         if not self.backbone.frozen:
-            state.update({k: v for k, v in self.state_dict().items() if k.startswith("backbone.")})
+            # Only the fine-tuned stages: the rest is the ImageNet backbone the package ships, and
+            # stays out of the checkpoint (a Lite0 starter keeps to a few MB).
+            n = self.cfg.backbone.trainable_stages
+            stages = self.backbone.body.trainable_stage_modules()[:n]
+            tuned = {id(t) for m in stages for t in (*m.parameters(), *m.buffers())}
+            state.update({k: v.detach() for k, v in self.state_dict(keep_vars=True).items()
+                          if k.startswith("backbone.") and id(v) in tuned})
         return state
 
     def load_head_state_dict(self, state: dict[str, torch.Tensor]) -> None:

@@ -394,3 +394,21 @@ def test_score_map_peak_is_the_anchor_over_the_target(name: str, shift: tuple[in
     assert (col, row) == (4 + dx // 16, 4 + dy // 16)
     cell_anchors = net.anchors.reshape(-1, 9, 9, 4)[:, row, col]
     torch.testing.assert_close(cell_anchors[:, :2], torch.tensor([127.5 + dx, 127.5 + dy]).expand_as(cell_anchors[:, :2]))
+
+
+def test_fine_tuned_stages_travel_with_the_heads_and_nothing_else_of_the_backbone() -> None:
+    # trainable_stages 1 on Lite0 = its last stage (block 15): only that block's tensors join the
+    # heads in the checkpoint, and a frozen-config network that loads them gets them exactly.
+    torch.manual_seed(0)
+    tuned = CRACTNet(config_from_dict({"backbone": {"weights": "none", "trainable_stages": 1}}))
+    with torch.no_grad():
+        for p in tuned.backbone.body.blocks[15].parameters():
+            p.add_(0.5)
+    state = tuned.head_state_dict()
+    backbone_keys = sorted(k for k in state if k.startswith("backbone."))
+    want = sorted(f"backbone.body.blocks.15.{k}" for k in tuned.backbone.body.blocks[15].state_dict())
+    assert backbone_keys == want and len(want) > 0
+    frozen = CRACTNet(config_from_dict({"backbone": {"weights": "none"}}))
+    frozen.load_head_state_dict({k: v.clone() for k, v in state.items()})
+    for k, v in frozen.backbone.body.blocks[15].state_dict().items():
+        assert torch.equal(v, tuned.backbone.body.blocks[15].state_dict()[k]), k

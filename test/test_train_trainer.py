@@ -212,3 +212,16 @@ def test_overfit_one_pair(shared_sequences_dir: Path) -> None:
         start = history[0][key]
         end = float(np.mean([h[key] for h in history[-20:]]))  # R and I see freshly sampled boxes each step
         assert end < 0.2 * start, f"{key}: {start:.4f} -> {end:.4f} (fell {100 * (1 - end / start):.0f}%)"
+
+
+def test_fine_tuned_backbone_stages_learn_at_the_scaled_rate(tmp_path: Path, shared_sequences_dir: Path) -> None:
+    cfg = config_from_dict({**SMALL_HEADS, "backbone": {**SMALL_HEADS["backbone"], "trainable_stages": 1},
+                            "train": {"lr": 0.02, "backbone_lr_scale": 0.1, "warmup_steps": 0, "steps": 10,
+                                      "negative_pair_prob": 0.0}})
+    ds = [FolderDataset(shared_sequences_dir, include=["uav_car10"])]
+    trainer = Trainer(cfg, ds, TrainOptions(out_dir=tmp_path, progress=False, device="cpu"))
+    heads, backbone = trainer.optimizer.param_groups
+    assert heads["lr"] == pytest.approx(0.02) and backbone["lr"] == pytest.approx(0.002)
+    tuned = {id(p) for p in trainer.net.backbone.body.blocks[15].parameters()}
+    assert {id(p) for p in backbone["params"]} == tuned
+    assert not tuned & {id(p) for p in heads["params"]}

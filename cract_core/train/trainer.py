@@ -289,7 +289,12 @@ class Trainer:
         params = self.net.trainable_parameters()
         if not params:
             raise ValueError("the network has no trainable parameters")
-        self.optimizer = torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+        backbone_ids = {id(p) for p in self.base_backbone.parameters()}
+        groups = [{"params": [p for p in params if id(p) not in backbone_ids], "lr": tc.lr}]
+        tuned = [p for p in params if id(p) in backbone_ids]
+        if tuned:
+            groups.append({"params": tuned, "lr": tc.lr * tc.backbone_lr_scale})
+        self.optimizer = torch.optim.SGD(groups, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, WarmupDecay(tc.warmup_steps, tc.steps, options.schedule, options.final_lr_fraction)
         )
