@@ -215,6 +215,7 @@ def crop_square(
     side: float,
     out_size: int,
     pad_value: Sequence[float] | None = None,
+    stretch: float = 1.0,
 ) -> tuple[np.ndarray, float]:
     """Crop a ``side`` x ``side`` square centred at ``center_xy`` and resize it to ``out_size``.
 
@@ -224,14 +225,18 @@ def crop_square(
     so training crops are exactly the crops seen at run time.
 
     Image pixel (u, v) maps to crop pixel ((u - cx) * s + out/2, (v - cy) * s + out/2),
-    with s = out_size / side.
+    with s = out_size / side.  ``stretch`` r != 1 (training augmentation only) scales x by
+    sqrt(r) and y by 1/sqrt(r) more; map boxes with :func:`image_to_crop` and the same ``stretch``.
     """
     if side <= 0 or not math.isfinite(side):
         raise InvalidBoxError(f"crop side must be positive and finite, got {side}")
     scale = out_size / side
     cx, cy = center_xy
+    if stretch <= 0 or not math.isfinite(stretch):
+        raise ValueError(f"stretch must be positive and finite, got {stretch}")
+    sx, sy = scale * math.sqrt(stretch), scale / math.sqrt(stretch)
     matrix = np.array(
-        [[scale, 0.0, out_size / 2.0 - cx * scale], [0.0, scale, out_size / 2.0 - cy * scale]],
+        [[sx, 0.0, out_size / 2.0 - cx * sx], [0.0, sy, out_size / 2.0 - cy * sy]],
         dtype=np.float64,
     )
     if pad_value is None:
@@ -248,15 +253,18 @@ def crop_square(
     return crop, scale
 
 
-def image_to_crop(box_xywh: BoxArray, center_xy: tuple[float, float], scale: float, out_size: int) -> BoxArray:
+def image_to_crop(
+    box_xywh: BoxArray, center_xy: tuple[float, float], scale: float, out_size: int, stretch: float = 1.0
+) -> BoxArray:
     """Map ``xywh`` boxes from image pixels to the pixels of a :func:`crop_square` crop."""
     cx, cy = center_xy
+    sx, sy = scale * math.sqrt(stretch), scale / math.sqrt(stretch)
     return _stack(
         [
-            (box_xywh[..., 0] - cx) * scale + out_size / 2.0,
-            (box_xywh[..., 1] - cy) * scale + out_size / 2.0,
-            box_xywh[..., 2] * scale,
-            box_xywh[..., 3] * scale,
+            (box_xywh[..., 0] - cx) * sx + out_size / 2.0,
+            (box_xywh[..., 1] - cy) * sy + out_size / 2.0,
+            box_xywh[..., 2] * sx,
+            box_xywh[..., 3] * sy,
         ],
         box_xywh,
     )

@@ -294,3 +294,21 @@ def test_image_to_crop_agrees_with_the_crop() -> None:
 def test_context_size_by_hand() -> None:
     # w = 40, h = 10, c = 0.5: p = 0.5 * 50 = 25; sqrt((40 + 25) * (10 + 25)) = sqrt(2275)
     assert g.context_size(40, 10, 0.5) == pytest.approx(math.sqrt(2275))
+
+
+def test_crop_square_stretch_maps_the_box_where_the_pixels_go() -> None:
+    # A white 20 x 40 rectangle at (100, 80) in a black 200 x 200 image, cropped around its centre
+    # (110, 100) with side 100 -> 100 px (scale 1) and stretch r = 4: x scales by 2, y by 0.5, so
+    # the rectangle covers crop x 30..70 and y 40..60 (box [30, 40, 40, 20]).
+    image = np.zeros((200, 200, 3), np.uint8)
+    image[80:120, 100:120] = 255
+    crop, scale = g.crop_square(image, (110.0, 100.0), 100.0, 100, stretch=4.0)
+    box = g.image_to_crop(np.array([100.0, 80.0, 20.0, 40.0]), (110.0, 100.0), scale, 100, stretch=4.0)
+    np.testing.assert_allclose(box, [30.0, 40.0, 40.0, 20.0])
+    cols = np.flatnonzero(crop[50, :, 0] > 127)
+    rows = np.flatnonzero(crop[:, 50, 0] > 127)
+    # Edges sit within a pixel of the box (bilinear sampling puts a half-white pixel on each edge).
+    assert abs(cols.min() - 30) <= 1 and abs(cols.max() + 1 - 70) <= 1 and abs(len(cols) - 40) <= 1
+    assert abs(rows.min() - 40) <= 1 and abs(rows.max() + 1 - 60) <= 1 and abs(len(rows) - 20) <= 1
+    with pytest.raises(ValueError, match="stretch"):
+        g.crop_square(image, (110.0, 100.0), 100.0, 100, stretch=0.0)
