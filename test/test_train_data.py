@@ -279,3 +279,23 @@ def test_augment_overrides() -> None:
     assert aug.search_shift == 32.0 and aug.gray_prob == 0.0
     with pytest.raises(ValueError, match="KEY one of"):
         parse_overrides(AugmentConfig(), ["nope=1"])
+
+
+def test_aspect_stretch_changes_the_search_box_shape_only_when_asked(two_sequences: FolderDataset) -> None:
+    seqs = {f"{s.dataset}/{s.name}": s for s in two_sequences.sequences}
+    ratios = {}
+    for prob in (0.0, 1.0):
+        aug = AugmentConfig(**{**NO_AUG, "search_aspect_prob": prob, "search_aspect_max": 2.0})
+        pairs = PairDataset([two_sequences], cfg=_cfg(negative_pair_prob=0.0), augment=aug, seed=5)
+        got = []
+        for i in range(12):
+            pair, info = pairs.sample(i)
+            box = seqs[info["search_sequence"]].boxes[info["search_frame"]]
+            sb = pair["search_box"].numpy()
+            got.append((sb[2] / sb[3]) / (box[2] / box[3]))
+            # The shift jitter still holds in crop pixels: the target centre within 64 px.
+            assert np.all(np.abs(sb[:2] + sb[2:] / 2 - 127.5) <= 64.0 + 1e-3)
+        ratios[prob] = np.array(got)
+    np.testing.assert_allclose(ratios[0.0], 1.0, rtol=1e-5)
+    assert np.all((ratios[1.0] >= 0.5 - 1e-6) & (ratios[1.0] <= 2.0 + 1e-6))
+    assert np.mean(np.abs(np.log(ratios[1.0]))) > 0.15  # log r uniform in +-0.69: mean |log r| 0.35
