@@ -12,7 +12,8 @@ loader.  Each frame's square is ``reach * s_x`` image pixels around its own targ
 the image's resolution, shrunk only where that square is wider than ``reach * search_size`` pixels
 (the search crop would shrink it anyway).  With the default augmentation (shift 64 px on 255,
 scale 0.18) a search crop reaches 0.885 ``s_x`` from the target centre, so ``reach`` 1.8 holds
-every crop the sampler draws.  Frames without a visible target are written as 2x2 images with a
+every crop the sampler draws (with the aspect stretch ``search_aspect_max`` r the crop reaches
+sqrt(r) further along one axis: use ``reach`` 1.8 sqrt(r), 2.5 for r = 2).  Frames without a visible target are written as 2x2 images with a
 zero box, so frame numbers (and the sampler's frame gap) stay as they were.
 
     python -m cract_core.train.precrop --config config/train_starter_lite0.yaml \\
