@@ -65,3 +65,19 @@ def test_refuses_to_write_into_a_non_empty_folder(tmp_path: Path, shared_sequenc
                        "--include", "uav_car10", "--out", str(tmp_path / "pc")])
     assert rc == 2 and "not empty" in capsys.readouterr().err
     assert (tmp_path / "pc" / "keep.txt").read_text() == "x"
+
+
+def test_object_class_survives_precropping(tmp_path: Path) -> None:
+    # A GOT-10k-like sequence whose class comes from its loader (no source.json): the precrop
+    # folder names it, so same-kind hard negatives still find it.
+    from cract_core.train.datasets import Sequence
+
+    src = tmp_path / "frames"
+    src.mkdir()
+    image = np.full((120, 160, 3), 70, np.uint8)
+    cv2.imwrite(str(src / "00000001.jpg"), image)
+    seq = Sequence("GOT-10k_Train_000001", np.array([[60.0, 40.0, 20.0, 30.0]], np.float32), np.array([True]),
+                   lambda i: str(src / f"{i + 1:08d}.jpg"), category="zebra")
+    precrop.precrop_sequence(seq, tmp_path / "pc", precrop.PrecropSpec())
+    out = FolderDataset(tmp_path / "pc").sequences[0]
+    assert out.category == "zebra" and len(out) == 1

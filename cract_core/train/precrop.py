@@ -7,8 +7,8 @@ once, so that a GPU is not starved by JPEG decoding of 1280x720 frames; here it 
 data small enough to ship to another machine.
 
 The output is an OTB-style folder (``<out>/<seq>/img/00000001.jpg`` + ``groundtruth.txt``, the
-sequence's ``source.json`` copied), so ``cract-train --data folder=<out>`` reads it with no new
-loader.  Each frame's square is ``reach * s_x`` image pixels around its own target box and keeps
+sequence's ``source.json`` copied, or one naming its object class), so ``cract-train --data
+folder=<out>`` reads it with no new loader.  Each frame's square is ``reach * s_x`` image pixels around its own target box and keeps
 the image's resolution, shrunk only where that square is wider than ``reach * search_size`` pixels
 (the search crop would shrink it anyway).  With the default augmentation (shift 64 px on 255,
 scale 0.18) a search crop reaches 0.885 ``s_x`` from the target centre, so ``reach`` 1.8 holds
@@ -101,6 +101,8 @@ def precrop_sequence(seq: Sequence, out_root: Path, spec: PrecropSpec, source_di
     (folder / "groundtruth.txt").write_text("\n".join(rows) + "\n")
     if source_dir is not None and (source_dir / "source.json").is_file():
         shutil.copy2(source_dir / "source.json", folder / "source.json")
+    elif seq.category:  # GOT-10k's meta_info.ini, LaSOT's class: kept for same-kind hard negatives
+        (folder / "source.json").write_text(json.dumps({"object": seq.category}))
     return total
 
 
