@@ -48,6 +48,8 @@ from typing import Callable, Iterable, Optional
 import cv2
 import numpy as np
 
+from cract_core.annotations import read_box_rows, read_flags
+
 BENCHMARKS = ("otb", "uav123", "got10k", "lasot", "trackingnet", "vot", "nfs", "folder")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -154,34 +156,8 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def read_boxes(path: Path, columns: int = 4) -> np.ndarray:
-    """Rows of numbers separated by commas, tabs or spaces; 'NaN' and empty fields become NaN.
-
-    Returns ``(N, columns)`` float64; a row with another count of numbers is an error naming
-    the file and line (that is a broken file, not an absent target).
-    """
-    rows = []
-    with open(path, "r", encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, 1):
-            text = line.strip()
-            if not text:
-                continue
-            fields = [f for f in re.split(r"[,\t ]+", text) if f != ""]
-            try:
-                values = [float(f) for f in fields]
-            except ValueError:
-                raise LayoutError(f"{path}:{lineno}: not numbers: {text!r}") from None
-            if len(values) != columns:
-                raise LayoutError(f"{path}:{lineno}: expected {columns} numbers, got {len(values)}: {text!r}")
-            rows.append(values)
-    return np.asarray(rows, dtype=np.float64).reshape(-1, columns)
-
-
-def _read_flags(path: Path) -> Optional[np.ndarray]:
-    """A label file of 0/1 (or small integers) separated by newlines or commas; None when absent."""
-    if not path.is_file():
-        return None
-    text = path.read_text().replace(",", " ").split()
-    return np.asarray([int(float(t)) for t in text], dtype=np.int64)
+    """``(N, columns)`` float64 rows, 'NaN' as NaN; a malformed row is a LayoutError naming file and line."""
+    return read_box_rows(path, columns, LayoutError)
 
 
 def _fit_length(seq_name: str, frames: list, gt: np.ndarray, attrs: dict) -> tuple[list, np.ndarray]:
@@ -398,7 +374,7 @@ def _lasot_sequence(seq_dir: Path) -> Sequence:
     images, gt = _fit_length(seq_dir.name, images, gt, attrs)
     absent = np.zeros(len(images), bool)
     for label in ("full_occlusion.txt", "out_of_view.txt"):
-        flags = _read_flags(seq_dir / label)
+        flags = read_flags(seq_dir / label)
         if flags is not None:
             flags = np.concatenate([flags, np.zeros(max(0, len(images) - len(flags)), np.int64)])[: len(images)]
             absent |= flags > 0
@@ -462,8 +438,8 @@ def load_got10k(root: Path, only: Optional[Iterable[str]] = None) -> list[Sequen
             images, gt = _fit_length(name, images, gt, attrs)
         else:
             gt = np.vstack([gt, np.full((len(images) - len(gt), 4), np.nan)])
-        absence = _read_flags(seq_dir / "absence.label")
-        cover = _read_flags(seq_dir / "cover.label")
+        absence = read_flags(seq_dir / "absence.label")
+        cover = read_flags(seq_dir / "cover.label")
         absent = np.zeros(len(images), bool)
         if absence is not None:
             absent |= np.concatenate([absence, np.zeros(max(0, len(images) - len(absence)), np.int64)])[: len(images)] > 0

@@ -31,6 +31,8 @@ from typing import Callable, Iterable, Optional, Sequence as Seq, Union
 
 import numpy as np
 
+from cract_core.annotations import read_box_rows, read_flags
+
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
@@ -94,33 +96,18 @@ def read_boxes(path: PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"annotation file {path} does not exist")
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        line = line.strip()
-        if not line:
-            continue
-        parts = [p for p in re.split(r"[,\s]+", line) if p]
-        try:
-            values = [float(p) for p in parts]
-        except ValueError:
-            raise DatasetError(f"{path}:{n}: expected 4 numbers x,y,w,h, got {line!r}") from None
-        if len(values) != 4:
-            raise DatasetError(f"{path}:{n}: expected 4 numbers x,y,w,h, got {len(values)} in {line!r}")
-        rows.append(values)
-    if not rows:
+    boxes = read_box_rows(path, 4, DatasetError)
+    if not len(boxes):
         raise DatasetError(f"annotation file {path} is empty")
-    return np.asarray(rows, dtype=np.float32)
+    return boxes.astype(np.float32)
 
 
-def _read_flags(path: Path, n: int, sep_line: bool = False) -> Optional[np.ndarray]:
+def _read_flags(path: Path, n: int) -> Optional[np.ndarray]:
     """0/1 flags, one a line (GOT-10k) or one comma separated line (LaSOT); None when absent."""
-    if not path.is_file():
-        return None
-    text = path.read_text().replace(",", "\n").split()
-    flags = np.asarray([int(float(t)) for t in text], dtype=np.int64)
-    if len(flags) < n:
+    flags = read_flags(path)
+    if flags is not None and len(flags) < n:
         raise DatasetError(f"{path} has {len(flags)} flags for {n} boxes")
-    return flags[:n]
+    return None if flags is None else flags[:n]
 
 
 def _valid_boxes(boxes: np.ndarray, min_size: float = 2.0) -> np.ndarray:
