@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import gc
 import logging
 import math
 import os
@@ -556,6 +557,8 @@ class Trainer:
                     last_ckpt = time.monotonic()
             # final.pt only when the schedule is complete; a stop_at session leaves last.pt to resume.
             self.save(final=self.step >= tc.steps)
+            if self.ctx.enabled:
+                dist.barrier()  # every rank is past its last collective before any tears down
         except KeyboardInterrupt:
             # Ctrl-C on a long single-process run keeps its progress (--resume continues); under
             # DDP the other ranks may already be gone, so no collective save is attempted.
@@ -586,5 +589,11 @@ class Trainer:
         }
 
     def close(self) -> None:
+        # DDP's reducer holds the process group: drop it first, so destroy_process_group frees
+        # gloo's worker threads while the interpreter is alive.  A rank that reaches interpreter
+        # finalisation still holding them can abort (SIGABRT, "terminate called without an active
+        # exception"; seen once in CI on the 2-process test, after training had finished).
+        self.model = None
+        gc.collect()
         if self.ctx.initialized_here and dist.is_initialized():
             dist.destroy_process_group()
