@@ -209,6 +209,12 @@ def context_size(w: float | np.ndarray, h: float | np.ndarray, context_amount: f
     return np.sqrt((w + p) * (h + p))
 
 
+def stretch_scales(scale: float, stretch: float = 1.0) -> tuple[float, float]:
+    """Crop pixels per image pixel along x and y of a :func:`crop_square` crop with ``stretch``."""
+    root = math.sqrt(stretch)
+    return scale * root, scale / root
+
+
 def crop_square(
     image: np.ndarray,
     center_xy: tuple[float, float],
@@ -234,7 +240,7 @@ def crop_square(
     cx, cy = center_xy
     if stretch <= 0 or not math.isfinite(stretch):
         raise ValueError(f"stretch must be positive and finite, got {stretch}")
-    sx, sy = scale * math.sqrt(stretch), scale / math.sqrt(stretch)
+    sx, sy = stretch_scales(scale, stretch)
     matrix = np.array(
         [[sx, 0.0, out_size / 2.0 - cx * sx], [0.0, sy, out_size / 2.0 - cy * sy]],
         dtype=np.float64,
@@ -258,7 +264,7 @@ def image_to_crop(
 ) -> BoxArray:
     """Map ``xywh`` boxes from image pixels to the pixels of a :func:`crop_square` crop."""
     cx, cy = center_xy
-    sx, sy = scale * math.sqrt(stretch), scale / math.sqrt(stretch)
+    sx, sy = stretch_scales(scale, stretch)
     return _stack(
         [
             (box_xywh[..., 0] - cx) * sx + out_size / 2.0,

@@ -160,7 +160,7 @@ def eval_realtime(seq: bag_io.SequenceData, init_box: Optional[np.ndarray] = Non
                   overrides: Optional[dict] = None, log_dir: Optional[Path] = None, progress: bool = False,
                   frames: Optional[list] = None) -> tuple[BagEvalResult, Any]:
     """Replay through the node (cract_ros.replay); returns the result and the raw ReplayResult."""
-    from cract_ros.replay import NodeReplay, ReplayError, predictions_by_stamp, replay_stats
+    from cract_ros.replay import NodeReplay, ReplayError
 
     box0 = initial_box(seq, init_box)
     stamps = seq.stamps_ns
@@ -182,13 +182,20 @@ def eval_realtime(seq: bag_io.SequenceData, init_box: Optional[np.ndarray] = Non
     if code != 0:
         raise ReplayError(f"the node exited with code {code} at shutdown"
                           + (f" (log: {result.log_path})" if result.log_path else ""))
+    return realtime_result(result, str(seq.bag.path), seq.groundtruth, seq.stamps_ns), result
+
+
+def realtime_result(result: Any, source: str, groundtruth: Optional[np.ndarray], stamps_ns: list[int]) -> BagEvalResult:
+    """A node replay (cract_ros.replay.ReplayResult) as a BagEvalResult: per frame stamp the box in
+    force (the last published one for dropped frames), the node's state and confidence, and scores."""
+    from cract_ros.replay import predictions_by_stamp, replay_stats
+
     boxes, processed = predictions_by_stamp(result)
     by_stamp = result.last_output_by_stamp()
     states = [by_stamp[ns].state if ns in by_stamp else -1 for ns in result.stamps_ns]
     confs = [by_stamp[ns].confidence if ns in by_stamp else float("nan") for ns in result.stamps_ns]
-    stats = replay_stats(result)
-    return (BagEvalResult("realtime", str(seq.bag.path), boxes, seq.groundtruth, seq.stamps_ns,
-                          score(boxes, seq.groundtruth), stats, states, confs, processed), result)
+    return BagEvalResult("realtime", source, boxes, groundtruth, stamps_ns, score(boxes, groundtruth),
+                         replay_stats(result), states, confs, processed)
 
 
 # ------------------------------------------------------------------------------- recording

@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Seq[str]] = None) -> int:
     from cract_ros import bag_eval
-    from cract_ros.replay import NodeReplay, ReplayError, ReplayFrame, predictions_by_stamp, replay_stats
+    from cract_ros.replay import NodeReplay, ReplayError, ReplayFrame
 
     args = build_parser().parse_args(argv)
     try:
@@ -275,13 +275,9 @@ def main(argv: Optional[Seq[str]] = None) -> int:
     finally:  # also on Ctrl-C: the node process is stopped, never left behind
         code = replay.close()
 
-    boxes, processed = predictions_by_stamp(result)
-    by_stamp = result.last_output_by_stamp()
-    states = [by_stamp[ns].state if ns in by_stamp else -1 for ns in result.stamps_ns]
-    confs = [by_stamp[ns].confidence if ns in by_stamp else float("nan") for ns in result.stamps_ns]
-    res = bag_eval.BagEvalResult("realtime", src.name, boxes, src.groundtruth, result.stamps_ns,
-                                 bag_eval.score(boxes, src.groundtruth), replay_stats(result), states, confs, processed)
-    sheet = contact_sheet(src, boxes, states, confs, processed, args.out / "contact_sheet.png")
+    res = bag_eval.realtime_result(result, src.name, src.groundtruth, result.stamps_ns)
+    states = res.states
+    sheet = contact_sheet(src, res.boxes, states, res.confidences, res.processed, args.out / "contact_sheet.png")
     bag_eval.write_outputs(args.out, res)
     sp = res.speed
     print("summary:")

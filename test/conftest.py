@@ -49,6 +49,16 @@ def require_shared_sequences() -> Path:
     return path
 
 
+def load_sequence(folder: Path, limit: int) -> tuple[list, "np.ndarray"]:
+    """The first ``limit`` frames (BGR) of an OTB-style sequence folder and their ground-truth rows."""
+    import cv2
+    import numpy as np
+
+    paths = sorted((folder / "img").glob("*.jpg"))[:limit]
+    gt = np.loadtxt(folder / "groundtruth.txt", delimiter=",", ndmin=2)[: len(paths)]
+    return [cv2.imread(str(p)) for p in paths], gt
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -18,16 +17,11 @@ import torch
 from cract_core import geometry
 from cract_core.config import default_config_path, load_config
 from cract_core.tracker import Tracker
+from conftest import load_sequence
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
 FRAMES = 25
-
-
-def _sequence(root: Path, name: str, limit: int) -> tuple[list[np.ndarray], np.ndarray]:
-    paths = sorted((root / name / "img").glob("*.jpg"))[:limit]
-    gt = np.loadtxt(root / name / "groundtruth.txt", delimiter=",", ndmin=2)[: len(paths)]
-    return [cv2.imread(str(p)) for p in paths], gt
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +36,7 @@ def _run(tracker: Tracker, images: list[np.ndarray], box: np.ndarray) -> np.ndar
 
 
 def test_network_outputs_on_cuda_match_cpu(cfg, shared_sequences_dir: Path) -> None:
-    images, gt = _sequence(shared_sequences_dir, "uav_boat5", 2)
+    images, gt = load_sequence(shared_sequences_dir / "uav_boat5", 2)
     results = {}
     for device in ("cpu", "cuda"):
         with Tracker.from_config(cfg, device=device) as tracker:
@@ -69,7 +63,7 @@ def test_network_outputs_on_cuda_match_cpu(cfg, shared_sequences_dir: Path) -> N
 
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_tracker_on_cuda_follows_the_cpu_tracker(cfg, mode: str, shared_sequences_dir: Path) -> None:
-    images, gt = _sequence(shared_sequences_dir, "uav_boat5", FRAMES)
+    images, gt = load_sequence(shared_sequences_dir / "uav_boat5", FRAMES)
     with Tracker.from_config(cfg, device="cpu", mode="sync") as cpu:
         want = _run(cpu, images, gt[0])
     with Tracker.from_config(cfg, device="cuda", mode=mode) as gpu:

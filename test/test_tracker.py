@@ -14,18 +14,13 @@ from cract_core.config import ConfigError, load_config, default_config_path
 from cract_core.errors import InvalidInputError, NotInitializedError
 from cract_core.geometry import InvalidBoxError
 from cract_core.tracker import MAX_SEARCH_FRACTION, Tracker, TrackState
+from conftest import load_sequence
 
 VALIDATION = ["otb_bird2", "otb_woman", "uav_boat5", "uav_person11"]
 # CI runs the first frames of each validation sequence; full runs are in the closing notes.
 FRAMES = int(os.environ.get("CRACT_TEST_FRAMES", "30"))
 
 torch.set_num_threads(2)
-
-
-def load_sequence(folder: Path, limit: int) -> tuple[list[np.ndarray], np.ndarray]:
-    paths = sorted((folder / "img").glob("*.jpg"))[:limit]
-    gt = np.loadtxt(folder / "groundtruth.txt", delimiter=",", ndmin=2)[: len(paths)]
-    return [cv2.imread(str(p)) for p in paths], gt
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cract_core.config import ExperimentConfig
-from cract_core.geometry import context_size, crop_square, image_to_crop
+from cract_core.geometry import context_size, crop_square, image_to_crop, stretch_scales
 from cract_core.train.augment import AugmentConfig, CropJitter, draw_jitter, draw_stretch, flip_box, flip_crop, photometric, to_gray
 from cract_core.train.datasets import DatasetError, Sequence, TrackingDataset
 from cract_core.train.sampler import MixedSampler
@@ -131,9 +131,9 @@ class PairDataset(Dataset):
         dx, dy, s = draw_jitter(rng, jitter)
         r = draw_stretch(rng, jitter)
         side = context_size(box[2], box[3], self.context_amount) * side_factor * s
-        scale = out_size / side
+        sx, sy = stretch_scales(out_size / side, r)
         # The target ends up (dx, dy) crop pixels from the crop centre.
-        center = (box[0] + box[2] / 2 - dx / (scale * r ** 0.5), box[1] + box[3] / 2 - dy * r ** 0.5 / scale)
+        center = (box[0] + box[2] / 2 - dx / sx, box[1] + box[3] / 2 - dy / sy)
         crop, scale = crop_square(img, center, side, out_size, pad_value=mean, stretch=r)
         crop_box = image_to_crop(box, center, scale, out_size, stretch=r)
         crop = photometric(crop, rng, jitter, self.aug.color_strength)
