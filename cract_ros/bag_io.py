@@ -24,6 +24,7 @@ Every failure to read a bag is a BagError whose message is one line that says wh
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +117,8 @@ def image_message(bgr: np.ndarray, ns: int, frame_id: str) -> Any:
 def tracked_object_message(ns: int, frame_id: str, box: Any, state: int, frame_index: int,
                            confidence: float = 1.0, latency_ms: float = 0.0,
                            image_size: Optional[tuple[int, int]] = None) -> Any:
-    """A rosbags cract/msg/TrackedObject; offsets and relative size as the node computes them."""
+    """A rosbags cract/msg/TrackedObject; offsets and relative size as the node computes them (no
+    camera calibration here: bearings NaN, as the node sends them without CameraInfo)."""
     x, y, bw, bh = (float(v) for v in np.asarray(box, dtype=np.float64).reshape(4))
     ox = oy = rel = 0.0
     if image_size is not None and all(np.isfinite([x, y, bw, bh])):
@@ -127,7 +129,7 @@ def tracked_object_message(ns: int, frame_id: str, box: Any, state: int, frame_i
     return typestore().types[TRACKED_TYPE](
         header=_header(ns, frame_id), x=x, y=y, width=bw, height=bh, confidence=float(confidence),
         state=int(state), frame_index=int(frame_index), latency_ms=float(latency_ms),
-        offset_x=ox, offset_y=oy, relative_size=rel)
+        offset_x=ox, offset_y=oy, relative_size=rel, bearing_x=math.nan, bearing_y=math.nan)
 
 
 def compressed_message(bgr: np.ndarray, ns: int, frame_id: str, fmt: str = "png") -> Any:

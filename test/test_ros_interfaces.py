@@ -1,6 +1,7 @@
 """The package's own interfaces, built by CMakeLists.txt into the venv, over real DDS."""
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -25,6 +26,7 @@ def test_tracked_object_fields_and_constants() -> None:
         "frame_index": "uint32",
         "latency_ms": "float",
         "offset_x": "float", "offset_y": "float", "relative_size": "float",
+        "bearing_x": "float", "bearing_y": "float",  # added last: older consumers keep their layout
     }
     assert (TrackedObject.IDLE, TrackedObject.TRACKING, TrackedObject.LOW_CONFIDENCE, TrackedObject.LOST) == (0, 1, 2, 3)
 
@@ -73,11 +75,13 @@ def test_interfaces_round_trip_over_dds(rclpy_init) -> None:
         msg.x, msg.y, msg.width, msg.height = 1.5, 2.5, 30.0, 40.0
         msg.state = TrackedObject.TRACKING
         msg.frame_index = 7
+        msg.bearing_x, msg.bearing_y = 0.25, float("nan")  # NaN (no calibration) crosses DDS as NaN
         pub.publish(msg)
         assert _spin_until(executor, lambda: len(received) > 0), "TrackedObject never arrived"
         got = received[0]
         assert (got.header.frame_id, got.header.stamp.sec, got.x, got.height, got.state, got.frame_index) == \
             ("camera", 12, 1.5, 40.0, TrackedObject.TRACKING, 7)
+        assert got.bearing_x == 0.25 and math.isnan(got.bearing_y)
 
         assert cli.wait_for_service(timeout_sec=20.0)
         req = SetTarget.Request(x=10.0, y=20.0, width=30.0, height=40.0)
