@@ -16,6 +16,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_SEQUENCES = REPO_ROOT.parent / "shared" / "data" / "sequences"
+SHARED_MODELS = REPO_ROOT.parent / "shared" / "models"
 
 # Set before any test imports rclpy: the DDS participant reads these when it is created.
 os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
@@ -49,14 +50,24 @@ def require_shared_sequences() -> Path:
     return path
 
 
+def require_shared_model(relative: str) -> Path:
+    """A file of ../shared/models (the authors' NanoTrack / VitTrack files); skip the calling test
+    when absent, fail under CI=true (CI's copy of ../shared has them)."""
+    path = SHARED_MODELS / relative
+    if not path.is_file():
+        reason = f"pretrained model file not found at {path} (the shared models folder next to the repository)"
+        if in_ci():
+            pytest.fail(f"CI=true and {reason}", pytrace=False)
+        pytest.skip(reason)
+    return path
+
+
 def load_sequence(folder: Path, limit: int) -> tuple[list, "np.ndarray"]:
     """The first ``limit`` frames (BGR) of an OTB-style sequence folder and their ground-truth rows."""
-    import cv2
-    import numpy as np
+    from cract_core.datasets import load_folder_sequence
 
-    paths = sorted((folder / "img").glob("*.jpg"))[:limit]
-    gt = np.loadtxt(folder / "groundtruth.txt", delimiter=",", ndmin=2)[: len(paths)]
-    return [cv2.imread(str(p)) for p in paths], gt
+    seq = load_folder_sequence(folder).head(limit)
+    return [seq.image(i) for i in range(len(seq))], seq.groundtruth
 
 
 @pytest.fixture(scope="session")
