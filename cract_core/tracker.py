@@ -117,8 +117,7 @@ class Tracker:
         s = self.net.score_size
         hann = np.hanning(s)
         window = np.outer(hann, hann).reshape(-1)
-        self._window = np.tile(window, len(cfg.rpn.anchor_ratios)).astype(np.float32)
-        self._anchors = self.net.anchors.cpu().numpy()
+        self._window = np.tile(window, self.net.boxes_per_cell).astype(np.float32)
         self.online: Optional[OnlineLearner] = None
         self._template: Optional[TemplateState] = None
         self._reset_state()
@@ -329,13 +328,17 @@ class Tracker:
             t1 = time.perf_counter()
             timings["backbone"] = (t1 - t0) * 1e3
             scores, boxes = self.net.rpn_outputs(self._template.kernels, phi_x)
-            ranked = self._rank_scores(scores[0], boxes[0], scale)
+            penalized, ranked = self._rank_scores(scores[0], boxes[0], scale)
             props, adjusted, idx = select_proposals(ranked, boxes[0], self.cfg.rpn.num_proposals,
                                                     self.cfg.rpn.nms_iou, self.cfg.rpn.pre_nms_top_n)
             raw_c = scores[0][idx]
             t2 = time.perf_counter()
             timings["rpn"] = (t2 - t1) * 1e3
-            ref = self.net.refine(phi_x, props, self._template.f_init, identify=ccfg.classifier != "discriminator")
+            identify = ccfg.classifier in ("joint", "identifier")
+            if ccfg.refinement == "none" and not identify and not self._uses_discriminator():
+                ref = None  # the proposal stage alone: nothing to pool
+            else:
+                ref = self.net.refine(phi_x, props, self._template.f_init, identify=identify)
             t3 = time.perf_counter()
             timings["crac"] = (t3 - t2) * 1e3
             if self._uses_discriminator() and self.online is not None:
@@ -343,16 +346,22 @@ class Tracker:
             else:
                 tau = torch.zeros_like(adjusted)
             timings["discriminator"] = (time.perf_counter() - t3) * 1e3
+            identity = ref.identity_prob if identify else torch.zeros_like(adjusted)
             if ccfg.classifier == "joint":
-                s = ccfg.alpha * ref.identity_prob + (1 - ccfg.alpha) * tau
+                s = ccfg.alpha * identity + (1 - ccfg.alpha) * tau
             elif ccfg.classifier == "identifier":
-                s = ref.identity_prob
+                s = identity
             else:
                 s = tau
-            final = ccfg.beta * s + (1 - ccfg.beta) * adjusted
+            # Eq. 10 chooses with c_i = the ranked score (penalty and cosine window: the motion
+            # prior); the confidence of the choice leaves the window out (it says where the target
+            # was expected, not whether this is it), so LOST is judged on appearance alone.
+            beta = ccfg.beta if ccfg.classifier != "none" else 0.0
+            final = beta * s + (1 - beta) * adjusted
             best = int(torch.argmax(final))
-            confidence = float(final[best].clamp(0, 1))
-            chosen_crop = geometry.xyxy_to_xywh(ref.refined_xyxy[best].cpu().numpy().astype(np.float64))
+            confidence = float((beta * s[best] + (1 - beta) * penalized[idx[best]]).clamp(0, 1))
+            chosen_xyxy = ref.refined_xyxy[best] if ref is not None else props[best]
+            chosen_crop = geometry.xyxy_to_xywh(chosen_xyxy.cpu().numpy().astype(np.float64))
 
         self._update_state(confidence)
         if self._state != TrackState.LOST or confidence >= tcfg.found_confidence:
@@ -370,13 +379,17 @@ class Tracker:
         timings["total"] = (time.perf_counter() - t_start) * 1e3
         details = {
             "proposals_crop_xyxy": props.cpu().numpy(), "coarse": adjusted.cpu().numpy(), "rpn": raw_c.cpu().numpy(),
-            "identity": ref.identity_prob.cpu().numpy(), "tau": tau.cpu().numpy(), "final": final.cpu().numpy(),
+            "identity": identity.cpu().numpy(), "tau": tau.cpu().numpy(), "final": final.cpu().numpy(),
             "best": best, "search_side": side,
         }
         return TrackResult(box, confidence, self._state, frame, timings, updated, version, details)
 
-    def _rank_scores(self, scores: torch.Tensor, boxes_xyxy: torch.Tensor, scale: float) -> torch.Tensor:
-        """SiamRPN's scale/aspect-change penalty and cosine window: c_i of Eq. 10."""
+    def _rank_scores(self, scores: torch.Tensor, boxes_xyxy: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """SiamRPN's scale/aspect-change penalty, then its cosine window: (penalized, ranked) scores.
+
+        ``ranked`` is c_i of Eq. 10 (what proposals are chosen by); ``penalized`` is the RPN's
+        probability times the penalty alone (what the confidence is made of).
+        """
         tcfg = self.cfg.tracker
         b = geometry.xyxy_to_cxcywh(boxes_xyxy).cpu().numpy()
         w = np.maximum(b[:, 2], 1e-3)
@@ -389,7 +402,8 @@ class Tracker:
         # When the target is lost the motion prior is wrong by definition: search the region evenly.
         wi = 0.0 if self._state == TrackState.LOST else tcfg.window_influence
         ranked = p * (1 - wi) + self._window * wi
-        return torch.as_tensor(ranked, dtype=scores.dtype, device=scores.device)
+        return (torch.as_tensor(p, dtype=scores.dtype, device=scores.device),
+                torch.as_tensor(ranked, dtype=scores.dtype, device=scores.device))
 
     def _update_state(self, confidence: float) -> None:
         tcfg = self.cfg.tracker

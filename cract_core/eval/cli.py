@@ -2,7 +2,12 @@
 
     cract-eval --sequences ../shared/data/sequences --only otb_bird2,otb_woman \
                --trackers cract,csrt,kcf --jobs 1 --out runs/eval
+    cract-eval --sequences @validation --trackers cract,csrt --out runs/eval_validation
     python -m cract_core.eval.cli --help
+
+``--sequences @validation`` (also @validation4, @train, @all) runs one of the project's splits
+(cract_core/datasets/splits.py); its extra sequences are read from --extra-data, else
+$CRACT_EXTRA_DATA, else data/extra under the project root.
 
 Exit status: 0 when every tracker ran on every sequence, 1 when some sequence raised (its error
 is in the table and summary.json), 2 for a bad command line, a missing folder, an unknown tracker
@@ -16,7 +21,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence as Seq
 
-from cract_core.eval import datasets, metrics, plots, runner, submission
+from cract_core import datasets
+from cract_core.eval import metrics, plots, runner, submission
 from cract_core.eval import trackers as trk
 
 
@@ -26,7 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate trackers (cract and OpenCV baselines) on benchmark sequences.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--sequences", required=True, type=Path, help="benchmark root or a folder of sequences")
+    p.add_argument("--sequences", required=True,
+                   help=f"benchmark root, a folder of sequences, or a split: {', '.join('@' + s for s in datasets.SPLITS)}")
+    p.add_argument("--extra-data", type=Path, default=None,
+                   help=f"the assembled extra sequences of a split (default: ${datasets.ENV_EXTRA_DATA}, else data/extra "
+                        "under the project root)")
     p.add_argument("--benchmark", choices=datasets.BENCHMARKS, default=None,
                    help="layout of --sequences (default: detected from its files)")
     p.add_argument("--only", default=None, help="comma-separated sequence names to run")
@@ -41,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "classifier=joint|identifier|discriminator, pooling=pyramid|single")
     p.add_argument("--nanotrack-backbone", default=None, help="NanoTrack backbone ONNX file")
     p.add_argument("--nanotrack-neckhead", default=None, help="NanoTrack neck-head ONNX file")
+    p.add_argument("--vittrack-model", default=None, help="VitTrack ONNX file (cv2.TrackerVit)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="sequences run in parallel processes; speed is only reported with --jobs 1")
     p.add_argument("--threads", type=int, default=None,
@@ -84,13 +95,20 @@ def main(argv: Optional[Seq[str]] = None) -> int:
         low, high = (int(v) for v in args.eao_interval.split(","))
     except ValueError:
         return _fail(f"--eao-interval must be LOW,HIGH, got {args.eao_interval!r}")
-    if not args.sequences.exists():
-        return _fail(f"sequences folder {args.sequences} does not exist")
 
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
     try:
-        benchmark = args.benchmark or datasets.detect_benchmark(args.sequences)
-        seqs = datasets.load_sequences(args.sequences, benchmark, only)
+        split = datasets.split_from_spec(args.sequences)
+        if split is not None:
+            if args.benchmark not in (None, "folder"):
+                return _fail(f"--sequences {args.sequences} is a split of folder sequences, not {args.benchmark}")
+            benchmark = "folder"
+            seqs = datasets.load_split(split, datasets.DataLocations.resolve(args.extra_data), only)
+        else:
+            if not Path(args.sequences).exists():
+                return _fail(f"sequences folder {args.sequences} does not exist")
+            benchmark = args.benchmark or datasets.detect_benchmark(args.sequences)
+            seqs = datasets.load_sequences(args.sequences, benchmark, only)
     except (OSError, ValueError) as exc:
         return _fail(str(exc))
     seqs = [s.head(args.max_frames) for s in seqs]
@@ -103,6 +121,7 @@ def main(argv: Optional[Seq[str]] = None) -> int:
         "ablations": ablations,
         "nanotrack_backbone": args.nanotrack_backbone,
         "nanotrack_neckhead": args.nanotrack_neckhead,
+        "vittrack_model": args.vittrack_model,
     }
     try:
         tasks = runner.make_tasks(specs, options, seqs, protocol, 1)

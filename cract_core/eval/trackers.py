@@ -16,7 +16,8 @@ the confidence is None for CSRT/KCF/MIL (they have no score) and NanoTrack's sco
 
 Registered names: ``cract`` (this project's tracker; any config / checkpoint, ablation
 overrides), ``csrt``, ``kcf``, ``mil`` (OpenCV contrib, the new ``cv2.TrackerX_create`` API of
-OpenCV >= 4.5.1) and ``nanotrack`` (``cv2.TrackerNano`` with its two ONNX files).
+OpenCV >= 4.5.1), ``nanotrack`` (``cv2.TrackerNano`` with its two ONNX files: NanoTrack V2) and
+``vittrack`` (``cv2.TrackerVit`` with its ONNX file).
 """
 from __future__ import annotations
 
@@ -32,8 +33,8 @@ UpdateResult = Union[np.ndarray, tuple[np.ndarray, Optional[float]]]
 
 # Paper Tables 7-9: the only config fields an ablation flag may change, and their values.
 ABLATION_FIELDS = {
-    "refinement": ("cascade", "parallel"),
-    "classifier": ("joint", "identifier", "discriminator"),
+    "refinement": ("cascade", "parallel", "none"),
+    "classifier": ("joint", "identifier", "discriminator", "none"),
     "pooling": ("pyramid", "single"),
 }
 
@@ -152,6 +153,24 @@ def make_nanotrack(
     return OpenCVTracker("nanotrack", factory)
 
 
+def make_vittrack(vittrack_model: Optional[str] = None, **_: Any) -> OpenCVTracker:
+    """VitTrack (``cv2.TrackerVit``) needs its ONNX file (opencv_zoo's vitTracker.onnx)."""
+    if not vittrack_model:
+        raise TrackerUnavailableError("vittrack needs its model file: --vittrack-model PATH.onnx")
+    if not Path(vittrack_model).is_file():
+        raise TrackerUnavailableError(f"vittrack model {vittrack_model} does not exist")
+    if not hasattr(cv2, "TrackerVit_Params"):
+        raise TrackerUnavailableError(f"this OpenCV ({cv2.__version__}) has no TrackerVit")
+
+    def factory() -> Any:
+        params = cv2.TrackerVit_Params()
+        params.net = str(vittrack_model)
+        return cv2.TrackerVit_create(params)
+
+    factory()  # load once now, so a broken model file is reported before any sequence runs
+    return OpenCVTracker("vittrack", factory)
+
+
 # ---------------------------------------------------------------------------------------- cract
 
 
@@ -248,6 +267,7 @@ REGISTRY: dict[str, Callable[..., EvalTracker]] = {
     "kcf": make_kcf,
     "mil": make_mil,
     "nanotrack": make_nanotrack,
+    "vittrack": make_vittrack,
 }
 
 
