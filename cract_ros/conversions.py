@@ -1,4 +1,5 @@
-"""sensor_msgs/Image and CompressedImage <-> numpy BGR uint8 (what cract_core takes).
+"""sensor_msgs/Image and CompressedImage <-> numpy BGR uint8 (what cract_core takes), and
+sensor_msgs/CameraInfo -> cract_core.camera.CameraModel.
 
 cv_bridge is used for raw images where it imports (a real ROS install); otherwise numpy does
 the work: `np.frombuffer(msg.data).reshape(...)` reads without a copy, and outgoing messages
@@ -18,6 +19,8 @@ from typing import Any, Optional
 import cv2
 import numpy as np
 
+from cract_core.camera import CameraModel, CameraModelError
+
 __all__ = [
     "ImageConversionError",
     "SUPPORTED_ENCODINGS",
@@ -27,6 +30,7 @@ __all__ = [
     "bgr_to_image",
     "bgr_to_compressed",
     "have_cv_bridge",
+    "camera_model_from_info",
 ]
 
 
@@ -201,3 +205,31 @@ def bgr_to_compressed(bgr: np.ndarray, fmt: str = "jpeg", quality: int = 90, hea
     msg.format = f"bgr8; {fmt} compressed bgr8"
     msg.data = buf.tobytes()
     return msg
+
+
+def camera_model_from_info(msg: Any, rectified: bool = False) -> CameraModel:
+    """sensor_msgs/CameraInfo -> CameraModel of the images it describes; raises CameraModelError.
+
+    `rectified=False` (image_raw): K and the distortion model with D. `rectified=True` (image_proc's
+    image_rect): the projection P's left 3x3 and no distortion, as image_geometry's rectified model.
+    Binning and the region of interest map the image's pixels into the calibration (a ROI of zero
+    size is the whole image). The model's width x height is the size of the images themselves
+    (the ROI's, divided by the binning), which the node checks every frame against.
+    """
+    width, height = int(msg.width), int(msg.height)
+    if width <= 0 or height <= 0:
+        raise CameraModelError(f"CameraInfo size {width}x{height} is empty (an uncalibrated camera)")
+    bin_x, bin_y = max(int(msg.binning_x), 1), max(int(msg.binning_y), 1)
+    roi = msg.roi
+    roi_w = int(roi.width) or width
+    roi_h = int(roi.height) or height
+    image_w, image_h = roi_w // bin_x, roi_h // bin_y
+    binning, offset = (bin_x, bin_y), (int(roi.x_offset), int(roi.y_offset))
+    if rectified:
+        p = [float(v) for v in msg.p]
+        if len(p) != 12:
+            raise CameraModelError(f"P must have 12 elements, got {len(p)}")
+        k = [p[0], p[1], p[2], p[4], p[5], p[6], p[8], p[9], p[10]]
+        return CameraModel.from_matrix(image_w, image_h, k, "plumb_bob", [0.0] * 5, binning, offset)
+    return CameraModel.from_matrix(image_w, image_h, list(msg.k), str(msg.distortion_model), list(msg.d),
+                                   binning, offset)

@@ -1,28 +1,58 @@
 """TrackerNode: camera images in, cract/msg/TrackedObject out, a target set by service or topic.
 
+A ROS 2 managed (lifecycle) node, as Nav2's and yolo_ros's are, driven through the standard
+services (~/change_state, ~/get_state, ...; `ros2 lifecycle set /cract_tracker configure`):
+
+- unconfigured: parameters declared and checked, nothing loaded; /diagnostics says so.
+- configure: loads the model and warms it up, creates ~/tracked_object and ~/debug_image
+  (lifecycle publishers), ~/set_target, ~/clear_target, ~/target and the tracker's thread. A model
+  that does not load fails the transition (back to unconfigured, the reason in the log).
+- activate: subscribes to the camera (and camera_info) and publishes. Only now are targets taken.
+- deactivate: unsubscribes, drops the target (a follower must not act on a box from before the
+  pause), publishes one IDLE TrackedObject so that listeners stop at once, keeps the model.
+- cleanup: stops the tracker's thread and frees the model (GPU memory included), back to
+  unconfigured; configure-time parameters may change again.
+- shutdown (from any state): releases everything and ends the process (exit code 0).
+- autostart (parameter, default true): the node walks itself to active at start, so
+  `ros2 run cract tracker_node` tracks at once as before; a model that does not load then ends the
+  process with exit code 1.
+
 Threads and callback groups (under a MultiThreadedExecutor):
 
-- image group (mutually exclusive): the image subscription. Its callback only stores the
-  message (the newest-frame slot, or the FIFO in lockstep, plus the 30-frame history for
+- default group (mutually exclusive): the lifecycle services and the autostart timer, so that
+  transitions never overlap.
+- image group (mutually exclusive): the image and camera_info subscriptions. The image callback
+  only stores the message (the newest-frame slot, or the FIFO in lockstep, plus the history for
   ~/set_target) and wakes the tracker; it never waits for tracking or for an update.
 - the tracker's thread: a dedicated thread owns the cract_core Tracker. It takes the newest
   frame (frames that were overwritten before it got to them are counted as dropped), tracks it
-  and publishes; set_target / clear_target / ~/target requests are handed to it and run there,
-  between frames, so the tracker is never used from two threads.
+  and publishes; set_target / clear_target / ~/target requests and the deactivation are handed
+  to it and run there, between frames, so the tracker is never used from two threads.
 - service group (reentrant): ~/set_target and ~/clear_target hand their request to the tracker's
   thread and wait for the answer with a timeout, so a call is answered while a frame is tracked.
-- timer group: /diagnostics and the image watchdog.
+- timer group: /diagnostics (every state) and the image watchdog.
 - the discriminator update runs on the Tracker's own worker (its asynchronous mode).
+
+Bearings: with a sensor_msgs/CameraInfo on `camera_info_topic` (SensorDataQoS, as image_pipeline
+publishes it), each TrackedObject carries bearing_x / bearing_y, the angles of the box centre from
+the optical axis with the lens distortion undone (cract_core.camera). The calibration is taken
+from the CameraInfo with the image's stamp, else the newest one. Without one, or with one that
+cannot be used (zero focal length, unknown model, wrong D length, another image size), the
+bearings are NaN; refused messages are counted in /diagnostics and logged (throttled).
 
 Parameters (PARAMETERS below; config/cract.yaml holds every one of them) are validated at start
 and on `ros2 param set`: a bad value is rejected with the reason; those marked runtime are
-applied at once (thresholds, alpha, beta, K through Tracker.set_params), the others need a
-restart and are read-only.
+applied at once (thresholds, alpha, beta, K through Tracker.set_params); the others are read by
+the configure transition and may change only while the node is unconfigured (autostart and
+diagnostics_period_s: at process start only).
 """
 from __future__ import annotations
 
 import collections
+import ctypes
+import ctypes.util
 import faulthandler
+import gc
 import math
 import os
 import sys
@@ -36,17 +66,21 @@ import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time as TimeMsg
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
+from rclpy.task import Future
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
 from std_srvs.srv import Trigger
 
 from cract.msg import TrackedObject
 from cract.srv import SetTarget
-from cract_ros.conversions import ImageConversionError, bgr_to_image, compressed_to_bgr, image_to_bgr
+from cract_core.camera import CameraModel, CameraModelError, box_centre_pixel
+from cract_ros.conversions import (ImageConversionError, bgr_to_image, camera_model_from_info, compressed_to_bgr,
+                                   image_to_bgr)
+from cract_ros.parameters import ParamSpec, apply_update, check_values, declare_parameters
 
 try:  # rclpy >= Humble: raised by spin() when the context is shut down from outside (signals)
     from rclpy.executors import ExternalShutdownException
@@ -56,45 +90,18 @@ except ImportError:  # pragma: no cover - older rclpy
 
 NODE_NAME = "cract_tracker"
 STATE_NAMES = {0: "IDLE", 1: "TRACKING", 2: "LOW_CONFIDENCE", 3: "LOST"}
+SUCCESS = TransitionCallbackReturn.SUCCESS
+FAILURE = TransitionCallbackReturn.FAILURE
 
 
 # --------------------------------------------------------------------------------------------
 # Parameters
 
 
-@dataclass(frozen=True)
-class ParamSpec:
-    default: Any
-    description: str
-    runtime: bool = False  # may change while running (else read-only: restart to change)
-    choices: tuple = ()
-    minimum: Optional[float] = None
-    maximum: Optional[float] = None
-    exclusive_minimum: bool = False
-
-    def check(self, name: str, value: Any) -> Optional[str]:
-        """None when `value` is acceptable, else the reason it is not."""
-        want = type(self.default)
-        if want is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if type(value) is not want:
-            return f"{name} must be a {want.__name__}, got {type(value).__name__} {value!r}"
-        if self.choices and value not in self.choices:
-            return f"{name} must be one of {list(self.choices)}, got {value!r}"
-        if want in (int, float):
-            if isinstance(value, float) and not math.isfinite(value):
-                return f"{name} must be finite, got {value!r}"
-            if self.minimum is not None:
-                if self.exclusive_minimum and value <= self.minimum:
-                    return f"{name} must be > {self.minimum}, got {value!r}"
-                if not self.exclusive_minimum and value < self.minimum:
-                    return f"{name} must be >= {self.minimum}, got {value!r}"
-            if self.maximum is not None and value > self.maximum:
-                return f"{name} must be <= {self.maximum}, got {value!r}"
-        return None
-
-
 PARAMETERS: dict[str, ParamSpec] = {
+    # lifecycle
+    "autostart": ParamSpec(True, "configure and activate at start (ros2 run tracks at once); false: stay "
+                           "unconfigured until a lifecycle manager drives the node", startup=True),
     # model
     "model_config": ParamSpec("", "experiment YAML (config/model/*.yaml); empty = the built-in default"),
     "checkpoint": ParamSpec("", "trained heads (.pt); empty = the checkpoint the model config names"),
@@ -103,14 +110,18 @@ PARAMETERS: dict[str, ParamSpec] = {
     "num_threads": ParamSpec(0, "torch CPU threads; 0 = torch's default", minimum=0),
     "tracker_mode": ParamSpec("async", "async: discriminator updates on the tracker's worker, off the frame path; "
                               "sync: inside the frame (deterministic, for evaluation)", choices=("async", "sync")),
-    "warmup": ParamSpec(True, "run the network on a synthetic frame at start so the first real frame is not slow"),
+    "warmup": ParamSpec(True, "run the network on a synthetic frame at configure so the first real frame is not slow"),
     # input
     "image_topic": ParamSpec("image", "image topic (relative names resolve in the node's namespace; remappable)"),
     "image_transport": ParamSpec("raw", "raw: sensor_msgs/Image on image_topic; compressed: "
                                  "sensor_msgs/CompressedImage on image_topic + '/compressed'",
                                  choices=("raw", "compressed")),
+    "camera_info_topic": ParamSpec("camera_info", "sensor_msgs/CameraInfo of the camera (remappable); its "
+                                   "calibration gives TrackedObject's bearings; empty = none (bearings NaN)"),
+    "image_is_rectified": ParamSpec(False, "the image is rectified (image_proc's image_rect): bearings from "
+                                    "CameraInfo's P without distortion; false: from K and D (image_raw)"),
     "lockstep": ParamSpec(False, "process every frame in arrival order instead of only the newest "
-                          "(bag evaluation, tests); nothing is dropped", runtime=True),
+                          "(bag evaluation, tests, lock-step simulation); nothing is dropped", runtime=True),
     "frame_buffer_size": ParamSpec(30, "frames kept for ~/set_target's stamp look-up", minimum=1),
     "target_topic_type": ParamSpec("tracked_object", "message type of ~/target: tracked_object "
                                    "(cract/msg/TrackedObject, its header stamp picks the frame) or roi "
@@ -125,7 +136,8 @@ PARAMETERS: dict[str, ParamSpec] = {
     "update_interval": ParamSpec(10, "K: frames between discriminator updates", runtime=True, minimum=1),
     # output
     "debug_image": ParamSpec(True, "publish ~/debug_image (box drawn) while someone subscribes to it", runtime=True),
-    "diagnostics_period_s": ParamSpec(1.0, "period of /diagnostics", minimum=0.0, exclusive_minimum=True),
+    "diagnostics_period_s": ParamSpec(1.0, "period of /diagnostics", minimum=0.0, exclusive_minimum=True,
+                                      startup=True),
     "watchdog_timeout_s": ParamSpec(2.0, "no image for this long while tracking: state LOST and a warning",
                                     runtime=True, minimum=0.0, exclusive_minimum=True),
     "init_timeout_s": ParamSpec(30.0, "how long ~/set_target waits for the tracker's thread", runtime=True,
@@ -141,7 +153,7 @@ TRACKER_RUNTIME_PARAMS = ("alpha", "beta", "low_confidence", "lost_confidence", 
 
 
 class NodeStartupError(RuntimeError):
-    """The node cannot start: a bad parameter, or the model would not load."""
+    """The node cannot start or configure: a bad parameter, or the model would not load."""
 
 
 def stamp_to_ns(stamp: Any) -> int:
@@ -154,6 +166,15 @@ def format_stamp(stamp: Any) -> str:
 
 def percentile(values: Any, q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else float("nan")
+
+
+def check_parameters(values: dict) -> list[str]:
+    """Every reason why the node's parameter values are not acceptable together."""
+    problems = check_values(PARAMETERS, values)
+    if values["lost_confidence"] > values["low_confidence"]:
+        problems.append(f"lost_confidence ({values['lost_confidence']}) must be <= low_confidence "
+                        f"({values['low_confidence']})")
+    return problems
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,7 +203,7 @@ class Frame:
 @dataclass
 class Request:
     """A command for the tracker's thread; the caller may wait on `done`."""
-    kind: str  # "init", "clear", "params"
+    kind: str  # "init", "clear", "params", "release" (deactivation)
     frame: Optional[Frame] = None
     box: Optional[np.ndarray] = None
     params: dict = field(default_factory=dict)
@@ -197,17 +218,143 @@ class Request:
         self.done.set()
 
 
+class Calibrations:
+    """The camera's recent CameraInfo messages as CameraModels, found by image stamp.
+
+    Each distinct calibration is checked once (a camera repeats the same one at its frame rate);
+    a message that cannot be used is kept as a refusal, so that its frame and, while it is the
+    newest, later frames get NaN bearings rather than an older calibration's.
+    """
+
+    def __init__(self, size: int, rectified: bool) -> None:
+        self._by_stamp: collections.OrderedDict[int, tuple[Optional[CameraModel], str]] = collections.OrderedDict()
+        self._size = size
+        self._rectified = rectified
+        self._parsed: collections.OrderedDict[tuple, tuple[Optional[CameraModel], str]] = collections.OrderedDict()
+        self._lock = threading.Lock()
+        self.latest: Optional[tuple[Optional[CameraModel], str]] = None
+        self.refused = 0
+
+    def add(self, msg: Any) -> tuple[str, bool]:
+        """Store a CameraInfo; returns (the reason it cannot be used or "", whether this calibration
+        is new: seen for the first time among the last few)."""
+        key = (msg.width, msg.height, msg.distortion_model, tuple(msg.d), tuple(msg.k), tuple(msg.p),
+               msg.binning_x, msg.binning_y, msg.roi.x_offset, msg.roi.y_offset, msg.roi.width, msg.roi.height)
+        parsed = self._parsed.get(key)
+        new = parsed is None
+        if new:
+            try:
+                parsed = (camera_model_from_info(msg, rectified=self._rectified), "")
+            except CameraModelError as exc:
+                parsed = (None, str(exc))
+            self._parsed[key] = parsed
+            while len(self._parsed) > 8:
+                self._parsed.popitem(last=False)
+        with self._lock:
+            self._by_stamp[stamp_to_ns(msg.header.stamp)] = parsed
+            while len(self._by_stamp) > self._size:
+                self._by_stamp.popitem(last=False)
+            self.latest = parsed
+            if parsed[0] is None:
+                self.refused += 1
+        return parsed[1], new
+
+    def for_stamp(self, stamp_ns: int) -> tuple[Optional[CameraModel], str]:
+        """(model, "") for the image with this stamp, else (None, why not)."""
+        with self._lock:
+            found = self._by_stamp.get(stamp_ns, self.latest)
+        if found is None:
+            return None, "no CameraInfo received"
+        return found
+
+    def describe(self) -> str:
+        latest = self.latest
+        if latest is None:
+            return "none received"
+        model, why = latest
+        if model is None:
+            return f"refused: {why}"
+        return f"{model.width}x{model.height} {model.distortion_model}"
+
+
 # --------------------------------------------------------------------------------------------
+# Memory (cleanup frees the model; /diagnostics and the log show what is left)
 
 
-class TrackerNode(Node):
-    """The cract tracker as a ROS 2 node (see the module docstring for its threads)."""
+def process_rss_mib() -> float:
+    """Resident memory of this process (Linux /proc; NaN elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def _torch_cuda() -> Any:
+    """torch.cuda when torch is imported and has started CUDA in this process, else None. (The
+    diagnostics timer asks while configure may be importing torch: a half-imported module has
+    no `cuda` yet.)"""
+    cuda = getattr(sys.modules.get("torch"), "cuda", None)
+    try:
+        return cuda if cuda is not None and cuda.is_initialized() else None
+    except Exception:
+        return None
+
+
+def cuda_allocated_mib() -> Optional[float]:
+    """torch's CUDA memory in use, or None where torch has not started CUDA in this process."""
+    cuda = _torch_cuda()
+    return cuda.memory_allocated() / 2**20 if cuda is not None else None
+
+
+def model_tensor_mib(tracker: Any) -> float:
+    """Bytes of the weights and buffers of the torch modules a tracker holds, in MiB."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return float("nan")
+    total = 0
+    for value in vars(tracker).values():
+        if isinstance(value, torch.nn.Module):
+            for t in (*value.parameters(), *value.buffers()):
+                total += t.numel() * t.element_size()
+    return total / 2**20
+
+
+def release_memory() -> None:
+    """Give freed memory back: Python's cycles, torch's CUDA cache, and glibc's heap (malloc_trim:
+    the freed weights stay in the process otherwise, and a robot's process lives long)."""
+    gc.collect()
+    cuda = _torch_cuda()
+    if cuda is not None:
+        cuda.synchronize()
+        cuda.empty_cache()
+    libc_name = ctypes.util.find_library("c")
+    if libc_name:
+        try:
+            ctypes.CDLL(libc_name).malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc
+            pass
+
+
+# --------------------------------------------------------------------------------------------
+class TrackerNode(LifecycleNode):
+    """The cract tracker as a ROS 2 lifecycle node (see the module docstring for states and threads)."""
 
     def __init__(self, tracker_factory: Optional[Callable[[dict], Any]] = None, **node_kwargs: Any) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
-        self._declare_parameters()
-        self.p: dict[str, Any] = {name: self.get_parameter(name).value for name in PARAMETERS}
-        self._validate_all(self.p)
+        self._tracker_factory = tracker_factory
+        try:
+            self.p: dict[str, Any] = declare_parameters(self, PARAMETERS, read_only_unless_runtime=False)
+        except ValueError as exc:
+            raise NodeStartupError(str(exc)) from exc
+        problems = check_parameters(self.p)
+        if problems:
+            raise NodeStartupError("bad parameters: " + "; ".join(problems))
+
+        self.lifecycle_state = "unconfigured"
+        self.exit_code = 0
+        self.finished: Future = Future()  # done when the process should end (shutdown, autostart failure)
 
         # shared state (guarded by _cv's lock)
         self._cv = threading.Condition()
@@ -216,6 +363,7 @@ class TrackerNode(Node):
         self._fifo: collections.deque[Frame] = collections.deque()
         self._requests: collections.deque[Request] = collections.deque()
         self._stop = False
+        self._active = False
         self._received = 0
         self._dropped = 0
         self._last_image_time: Optional[float] = None
@@ -227,6 +375,7 @@ class TrackerNode(Node):
         self._bad_images = 0
         self._errors = 0
         self._updates = 0
+        self._frames_without_bearing = 0
         self._weights_version = -1
         self._latencies: collections.deque[float] = collections.deque(maxlen=300)
         self._update_latencies: collections.deque[float] = collections.deque(maxlen=100)
@@ -235,89 +384,43 @@ class TrackerNode(Node):
         self._watchdog_tripped = False
         self._watch_since = time.monotonic()
 
-        self._tracker = self._load_tracker(tracker_factory)
+        # made by configure / activate, released by cleanup / deactivate
+        self._tracker: Any = None
+        self._device_name = "none (unconfigured)"
+        self._model_mib = 0.0
+        self._thread: Optional[threading.Thread] = None
+        self._solve_gate = threading.Event()
+        self._calibrations = Calibrations(self.p["frame_buffer_size"], self.p["image_is_rectified"])
+        self._pub: Any = None
+        self._debug_pub: Any = None
+        self._configured_entities: list[tuple[Callable[[Any], Any], Any]] = []  # (destroy, entity)
+        self._image_sub: Any = None
+        self._camera_info_sub: Any = None
 
         self._image_group = MutuallyExclusiveCallbackGroup()
         self._service_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
-
-        self._pub = self.create_publisher(TrackedObject, "~/tracked_object", 10)
-        self._debug_pub = self.create_publisher(Image, "~/debug_image", qos_profile_sensor_data)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-
-        topic = self.p["image_topic"]
-        # Best effort, as camera drivers publish (a reliable reader would not match them). Newest
-        # frame mode keeps SensorDataQoS's short queue; lockstep (chosen at start) a deep one, so
-        # a burst from a bag player is not thinned out by DDS before the callback sees it.
-        image_qos = qos_profile_sensor_data
-        if self.p["lockstep"]:
-            image_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
-                                   reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
-        if self.p["image_transport"] == "compressed":
-            self._image_sub = self.create_subscription(
-                CompressedImage, topic.rstrip("/") + "/compressed", self._on_compressed, image_qos,
-                callback_group=self._image_group)
-        else:
-            self._image_sub = self.create_subscription(
-                Image, topic, self._on_image, image_qos, callback_group=self._image_group)
-        if self.p["target_topic_type"] == "roi":
-            self.create_subscription(RegionOfInterest, "~/target", self._on_target_roi, 10,
-                                     callback_group=self._service_group)
-        else:
-            self.create_subscription(TrackedObject, "~/target", self._on_target_msg, 10,
-                                     callback_group=self._service_group)
-        self.create_service(SetTarget, "~/set_target", self._on_set_target, callback_group=self._service_group)
-        self.create_service(Trigger, "~/clear_target", self._on_clear_target, callback_group=self._service_group)
         self.create_timer(self.p["diagnostics_period_s"], self._publish_diagnostics, callback_group=self._timer_group)
-        self.create_timer(0.1, self._check_watchdog, callback_group=self._timer_group)
-        # registered after declaration, so start-up values went through _validate_all instead
+        # registered after declaration, so start-up values went through check_parameters instead
         self.add_on_set_parameters_callback(self._on_set_parameters)
-
-        self._thread = threading.Thread(target=self._run, name="cract-tracker", daemon=True)
-        self._thread.start()
-        self.get_logger().info(
-            f"ready: tracking {self._image_sub.topic_name} ({self.p['image_transport']}, "
-            f"{'lockstep' if self.p['lockstep'] else 'newest frame only'}), tracker {self.p['tracker_mode']} "
-            f"on {self._device_name}; set a target with {self.get_fully_qualified_name()}/set_target")
+        self._autostart_timer = None
+        if self.p["autostart"]:
+            # in the default group, with the lifecycle services: a transition asked for over DDS
+            # meanwhile waits for these to finish
+            self._autostart_timer = self.create_timer(0.0, self._autostart)
+        self.get_logger().info(f"unconfigured ({'autostart: configuring now' if self.p['autostart'] else 'waiting for configure'})")
 
     # ---------------------------------------------------------------- parameters
 
-    def _declare_parameters(self) -> None:
-        for name, spec in PARAMETERS.items():
-            desc = ParameterDescriptor(description=spec.description, read_only=not spec.runtime)
-            try:
-                self.declare_parameter(name, spec.default, desc)
-            except Exception as exc:  # a wrong type in the params file: say which parameter
-                raise NodeStartupError(f"parameter {name}: {exc} (expected a {type(spec.default).__name__}, "
-                                       f"default {spec.default!r})") from exc
-
-    def _validate_all(self, values: dict) -> None:
-        problems = [r for r in (PARAMETERS[n].check(n, v) for n, v in values.items()) if r]
-        if values["lost_confidence"] > values["low_confidence"]:
-            problems.append(f"lost_confidence ({values['lost_confidence']}) must be <= low_confidence "
-                            f"({values['low_confidence']})")
-        if problems:
-            raise NodeStartupError("bad parameters: " + "; ".join(problems))
-
     def _on_set_parameters(self, params: list) -> SetParametersResult:
-        new = dict(self.p)
-        for param in params:
-            if param.name not in PARAMETERS:
-                continue  # use_sim_time and other rclpy-owned parameters
-            spec = PARAMETERS[param.name]
-            if not spec.runtime:
-                return SetParametersResult(successful=False,
-                                           reason=f"{param.name} is read at start-up only: restart the node to change it")
-            value = param.value
-            if type(spec.default) is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            reason = spec.check(param.name, value)
-            if reason:
-                return SetParametersResult(successful=False, reason=reason)
-            new[param.name] = value
-        if new["lost_confidence"] > new["low_confidence"]:
-            return SetParametersResult(successful=False, reason=(
-                f"lost_confidence ({new['lost_confidence']}) must be <= low_confidence ({new['low_confidence']})"))
+        new, reason = apply_update(PARAMETERS, self.p, params, configurable=self.lifecycle_state == "unconfigured",
+                                   state=self.lifecycle_state)
+        if new is None:
+            return SetParametersResult(successful=False, reason=reason)
+        problems = check_parameters(new)
+        if problems:
+            return SetParametersResult(successful=False, reason="; ".join(problems))
         changed = {k: v for k, v in new.items() if v != self.p[k]}
         self.p = new
         tracker_kw = {k: v for k, v in changed.items() if k in TRACKER_RUNTIME_PARAMS}
@@ -341,6 +444,189 @@ class TrackerNode(Node):
         else:
             self._solve_gate.set()
 
+    # ---------------------------------------------------------------- lifecycle transitions
+
+    def _autostart(self) -> None:
+        self._autostart_timer.cancel()
+        for name, transition in (("configure", self.trigger_configure), ("activate", self.trigger_activate)):
+            if transition() != SUCCESS:
+                self.get_logger().fatal(f"autostart: {name} failed (see above); exiting")
+                self.exit_code = 1
+                self.finished.set_result("autostart failed")
+                return
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        t0 = time.perf_counter()
+        try:
+            self._configure()
+        except Exception as exc:  # rclpy would swallow it: say why the transition failed
+            self.get_logger().error(f"configure failed: {exc}")
+            self._unconfigure()
+            return FAILURE
+        self.lifecycle_state = "inactive"
+        self.get_logger().info(f"configured in {time.perf_counter() - t0:.1f} s: inactive "
+                               f"(activate to subscribe to the camera)")
+        return SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        ret = super().on_activate(state)  # enables the lifecycle publishers, before any frame comes
+        try:
+            self._subscribe()
+        except Exception as exc:
+            self.get_logger().error(f"activate failed: {type(exc).__name__}: {exc}")
+            self._unsubscribe()
+            LifecycleNode.on_deactivate(self, state)
+            return FAILURE
+        self._active = True
+        self.lifecycle_state = "active"
+        self.get_logger().info(
+            f"ready: tracking {self._image_sub.topic_name} ({self.p['image_transport']}, "
+            f"{'lockstep' if self.p['lockstep'] else 'newest frame only'}), tracker {self.p['tracker_mode']} "
+            f"on {self._device_name}; bearings from {self._camera_info_sub.topic_name if self._camera_info_sub else 'nothing (NaN)'}; "
+            f"set a target with {self.get_fully_qualified_name()}/set_target")
+        return ret
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._deactivate()
+        self.get_logger().info("deactivated: camera unsubscribed, target dropped, model kept")
+        return SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        rss, cuda = process_rss_mib(), cuda_allocated_mib()
+        self._unconfigure()
+        cuda_now = cuda_allocated_mib()
+        self.get_logger().info(f"cleaned up: model released; RSS {rss:.0f} -> {process_rss_mib():.0f} MiB"
+                               + (f", CUDA allocated {cuda:.1f} -> {cuda_now:.1f} MiB" if cuda is not None else ""))
+        return SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self._active:
+            self._deactivate()
+        self._unconfigure()
+        self.lifecycle_state = "finalized"
+        self.get_logger().info(f"shut down from {state.label}: exiting")
+        if not self.finished.done():
+            self.finished.set_result("shutdown")
+        return SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.get_logger().error(f"error in a transition from {state.label}: releasing everything, back to unconfigured")
+        self._active = False
+        self._unsubscribe()
+        self._unconfigure()
+        return SUCCESS
+
+    def _configure(self) -> None:
+        with self._cv:
+            self._stop = False
+            self._history = collections.deque(maxlen=self.p["frame_buffer_size"])
+            self._latest = None
+            self._fifo.clear()
+        self._calibrations = Calibrations(self.p["frame_buffer_size"], self.p["image_is_rectified"])
+        self._tracker = self._load_tracker(self._tracker_factory)
+        self._pub = self.create_lifecycle_publisher(TrackedObject, "~/tracked_object", 10)
+        self._debug_pub = self.create_lifecycle_publisher(Image, "~/debug_image", qos_profile_sensor_data)
+        entities = self._configured_entities
+        entities.append((self.destroy_lifecycle_publisher, self._pub))
+        entities.append((self.destroy_lifecycle_publisher, self._debug_pub))
+        if self.p["target_topic_type"] == "roi":
+            sub = self.create_subscription(RegionOfInterest, "~/target", self._on_target_roi, 10,
+                                           callback_group=self._service_group)
+        else:
+            sub = self.create_subscription(TrackedObject, "~/target", self._on_target_msg, 10,
+                                           callback_group=self._service_group)
+        entities.append((self.destroy_subscription, sub))
+        entities.append((self.destroy_timer, self.create_timer(0.1, self._check_watchdog,
+                                                               callback_group=self._timer_group)))
+        self._thread = threading.Thread(target=self._run, name="cract-tracker", daemon=True)
+        self._thread.start()
+        # services last: a client that sees ~/set_target finds the model loaded
+        entities.append((self.destroy_service, self.create_service(
+            SetTarget, "~/set_target", self._on_set_target, callback_group=self._service_group)))
+        entities.append((self.destroy_service, self.create_service(
+            Trigger, "~/clear_target", self._on_clear_target, callback_group=self._service_group)))
+
+    def _subscribe(self) -> None:
+        topic = self.p["image_topic"]
+        # Best effort, as camera drivers publish (a reliable reader would not match them). Newest
+        # frame mode keeps SensorDataQoS's short queue; lockstep (chosen at activation) a deep one,
+        # so a burst from a bag player is not thinned out by DDS before the callback sees it.
+        image_qos = qos_profile_sensor_data
+        if self.p["lockstep"]:
+            image_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                                   reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
+        if self.p["camera_info_topic"]:
+            # before the images: a frame's own CameraInfo, published with it, is then rarely late
+            self._camera_info_sub = self.create_subscription(
+                CameraInfo, self.p["camera_info_topic"], self._on_camera_info, image_qos,
+                callback_group=self._image_group)
+        if self.p["image_transport"] == "compressed":
+            self._image_sub = self.create_subscription(
+                CompressedImage, topic.rstrip("/") + "/compressed", self._on_compressed, image_qos,
+                callback_group=self._image_group)
+        else:
+            self._image_sub = self.create_subscription(
+                Image, topic, self._on_image, image_qos, callback_group=self._image_group)
+
+    def _unsubscribe(self) -> None:
+        for sub in (self._image_sub, self._camera_info_sub):
+            if sub is not None:
+                self.destroy_subscription(sub)
+        self._image_sub = self._camera_info_sub = None
+
+    def _deactivate(self) -> None:
+        self._active = False
+        self._unsubscribe()
+        if self._thread is not None and self._thread.is_alive():
+            request = self._submit(Request("release", source="deactivate"))
+            if not request.done.wait(self.p["init_timeout_s"]):
+                request.cancelled = True
+                self.get_logger().warning("deactivate: the tracker's thread did not answer; target dropped anyway")
+        self._target_set = False
+        self._state = TrackedObject.IDLE
+        LifecycleNode.on_deactivate(self, None)  # disables the lifecycle publishers
+        self.lifecycle_state = "inactive"
+
+    def _unconfigure(self) -> None:
+        """Stop the tracker's thread, destroy what configure made, free the model."""
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=30.0)
+            self._thread = None
+        for destroy, entity in reversed(self._configured_entities):
+            try:
+                destroy(entity)
+            except Exception as exc:  # an entity already gone must not stop the release
+                self.get_logger().warning(f"cleanup: {type(exc).__name__}: {exc}")
+        self._configured_entities.clear()
+        self._pub = self._debug_pub = None
+        with self._cv:
+            self._history.clear()
+            self._latest = None
+            self._fifo.clear()
+        self._target_set = False
+        self._state = TrackedObject.IDLE
+        self._close_tracker()
+        self._device_name = "none (unconfigured)"
+        self._model_mib = 0.0
+        release_memory()
+        self.lifecycle_state = "unconfigured"
+
+    def _close_tracker(self) -> None:
+        tracker, self._tracker = self._tracker, None
+        if tracker is None:
+            return
+        self._solve_gate.set()  # a held solver must not keep close() waiting
+        try:
+            # A solve in progress may take seconds on a busy CPU; its daemon thread need not
+            # finish for the model to be released, so this does not wait long for it.
+            tracker.close(timeout=1.0)
+        except Exception as exc:
+            self.get_logger().warning(f"tracker.close(): {exc}")
+        del tracker
+
     # ---------------------------------------------------------------- model
 
     def _tracker_settings(self) -> dict:
@@ -352,7 +638,7 @@ class TrackerNode(Node):
         settings = self._tracker_settings()
         try:
             tracker = (factory or build_tracker)(settings)
-        except Exception as exc:  # ConfigError, CheckpointError, missing weights: all fatal at start
+        except Exception as exc:  # ConfigError, CheckpointError, missing weights: the transition fails
             raise NodeStartupError(f"could not load the tracker ({type(exc).__name__}): {exc}") from exc
         self._device_name = str(getattr(tracker, "device", self.p["device"]))
         load_ms = (time.perf_counter() - t0) * 1e3
@@ -361,9 +647,10 @@ class TrackerNode(Node):
             t1 = time.perf_counter()
             warm_up(tracker)
             warm_ms = (time.perf_counter() - t1) * 1e3
-        self._solve_gate = threading.Event()
         self._apply_hold(self.p["test_hold_updates"])
-        self.get_logger().info(f"model loaded in {load_ms:.0f} ms, warm-up {warm_ms:.0f} ms")
+        self._model_mib = model_tensor_mib(tracker)
+        self.get_logger().info(f"model loaded in {load_ms:.0f} ms ({self._model_mib:.1f} MiB of weights), "
+                               f"warm-up {warm_ms:.0f} ms")
         return tracker
 
     # ---------------------------------------------------------------- input (image group)
@@ -374,8 +661,21 @@ class TrackerNode(Node):
     def _on_compressed(self, msg: CompressedImage) -> None:
         self._enqueue(Frame(msg.header, msg, True, time.monotonic()))
 
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        why, new = self._calibrations.add(msg)
+        if not why:
+            return
+        text = f"CameraInfo refused ({self._calibrations.refused} so far), bearings NaN: {why}"
+        # each new problem is said at once; a camera repeating it at its frame rate, now and then
+        if new:
+            self.get_logger().warning(text)
+        else:
+            self.get_logger().warning(text + " (repeated)", throttle_duration_sec=30.0)
+
     def _enqueue(self, frame: Frame) -> None:
         with self._cv:
+            if not self._active:
+                return  # a message delivered while deactivating
             self._received += 1
             self._last_image_time = frame.received
             self._history.append(frame)
@@ -399,7 +699,8 @@ class TrackerNode(Node):
         with self._cv:
             frames = list(self._history)
         if not frames:
-            return None, f"no image received yet on {self._image_sub.topic_name}"
+            topic = self._image_sub.topic_name if self._image_sub is not None else self.p["image_topic"]
+            return None, f"no image received yet on {topic}"
         if stamp.sec == 0 and stamp.nanosec == 0:
             return frames[-1], ""
         want = stamp_to_ns(stamp)
@@ -412,6 +713,9 @@ class TrackerNode(Node):
 
     def _request_init(self, x: float, y: float, w: float, h: float, stamp: TimeMsg, source: str,
                       wait: bool) -> tuple[bool, str]:
+        if not self._active:
+            return False, (f"the node is {self.lifecycle_state}, not active: it takes a target only while active "
+                           f"(ros2 lifecycle set {self.get_fully_qualified_name()} activate)")
         box = np.array([x, y, w, h], dtype=np.float64)
         if not np.all(np.isfinite(box)):
             return False, f"box {box.tolist()} has NaN or infinite values"
@@ -466,11 +770,18 @@ class TrackerNode(Node):
     # ---------------------------------------------------------------- the tracker's thread
 
     def _run(self) -> None:
+        pending: list[Request] = []
         while True:
             with self._cv:
                 while not (self._stop or self._requests or self._latest is not None or self._fifo):
                     self._cv.wait(0.5)
                 if self._stop:
+                    # cleanup: callers waiting on a target request get an answer now; parameter
+                    # changes stay queued for the next configure's tracker
+                    pending = [r for r in self._requests if r.kind != "params"]
+                    kept = [r for r in self._requests if r.kind == "params"]
+                    self._requests.clear()
+                    self._requests.extend(kept)
                     break
                 requests = list(self._requests)
                 self._requests.clear()
@@ -494,24 +805,58 @@ class TrackerNode(Node):
                     self._errors += 1
                     self.get_logger().error(f"frame {format_stamp(frame.header.stamp)} failed: "
                                             f"{type(exc).__name__}: {exc}", throttle_duration_sec=2.0)
+        for request in pending:
+            request.finish(False, "the node is being cleaned up: no tracker any more")
 
     def _execute(self, request: Request) -> None:
         if request.cancelled:
             return
         if request.kind == "init":
+            if not self._active:  # deactivated after the request was queued
+                request.finish(False, f"the node is {self.lifecycle_state}, not active")
+                return
             self._init_target(request)
         elif request.kind == "clear":
             was = self._target_set
             self._target_set = False
             self._state = TrackedObject.IDLE
             request.finish(True, "target cleared" if was else "no target was set")
+        elif request.kind == "release":
+            self._release_target()
+            request.finish(True, "released")
         elif request.kind == "params":
+            if self._tracker is None:
+                request.finish(True, "stored for the next configure")
+                return
             try:
                 self._tracker.set_params(**request.params)
                 request.finish(True, "applied")
             except Exception as exc:
                 self.get_logger().error(f"Tracker.set_params({request.params}) failed: {exc}")
                 request.finish(False, str(exc))
+
+    def _release_target(self) -> None:
+        """Deactivation: drop the target and the frames not yet tracked, and say so with one IDLE
+        TrackedObject (a follower then stops at once instead of waiting for its timeout)."""
+        was = self._target_set
+        self._target_set = False
+        self._state = TrackedObject.IDLE
+        with self._cv:
+            self._fifo.clear()
+            self._latest = None
+            frame_id = self._history[-1].header.frame_id if self._history else ""
+            self._history.clear()
+        if was and self._pub is not None:
+            out = self._empty_message(TrackedObject.IDLE)
+            out.header.frame_id = frame_id
+            self._pub.publish(out)
+
+    def _empty_message(self, state: int) -> TrackedObject:
+        out = TrackedObject()
+        out.header.stamp = self.get_clock().now().to_msg()
+        out.state = state
+        out.bearing_x = out.bearing_y = math.nan
+        return out
 
     def _init_target(self, request: Request) -> None:
         frame = request.frame
@@ -563,11 +908,28 @@ class TrackerNode(Node):
                 return
         self._publish(frame, bgr, result, (time.monotonic() - frame.received) * 1e3)
 
+    def _bearing(self, frame: Frame, box: np.ndarray, image_size: tuple[int, int]) -> tuple[float, float]:
+        """Bearing of the box centre with the frame's calibration; NaN (counted) when there is none."""
+        model, why = self._calibrations.for_stamp(frame.stamp_ns)
+        if model is not None and (model.width, model.height) != image_size:
+            model, why = None, (f"CameraInfo is for {model.width}x{model.height} images, this one is "
+                                f"{image_size[0]}x{image_size[1]}")
+        if model is None:
+            if self.p["camera_info_topic"]:
+                self._frames_without_bearing += 1
+                if self._calibrations.latest is not None:  # silence only until a calibration ever came
+                    self.get_logger().warning(f"no bearing for frame {format_stamp(frame.header.stamp)}: {why}",
+                                              throttle_duration_sec=5.0)
+            return math.nan, math.nan
+        horizontal, vertical = model.bearing(*box_centre_pixel(*box))
+        return float(horizontal), float(vertical)
+
     def _publish(self, frame: Frame, bgr: np.ndarray, result: Any, latency_ms: float) -> None:
         h, w = bgr.shape[:2]
         out = TrackedObject()
         out.header = frame.header
         out.latency_ms = float(latency_ms)
+        out.bearing_x = out.bearing_y = math.nan
         if result is None:
             out.state = TrackedObject.IDLE
         else:
@@ -581,6 +943,7 @@ class TrackerNode(Node):
             out.offset_x = float(np.clip((x + bw / 2 - w / 2) / (w / 2), -1.0, 1.0))
             out.offset_y = float(np.clip((y + bh / 2 - h / 2) / (h / 2), -1.0, 1.0))
             out.relative_size = float(bw * bh / (w * h))
+            out.bearing_x, out.bearing_y = self._bearing(frame, box, (w, h))
             self._last_box = box
             self._weights_version = int(getattr(result, "weights_version", -1))
             if getattr(result, "updated", False):
@@ -608,7 +971,7 @@ class TrackerNode(Node):
     def _check_watchdog_unguarded(self) -> None:
         with self._cv:
             last = self._last_image_time
-        if not self._target_set or self._watchdog_tripped or last is None:
+        if not self._active or not self._target_set or self._watchdog_tripped or last is None:
             return
         silent = time.monotonic() - max(last, self._watch_since)
         if silent <= self.p["watchdog_timeout_s"]:
@@ -617,13 +980,11 @@ class TrackerNode(Node):
         self._state = TrackedObject.LOST
         self.get_logger().warning(f"watchdog: no image for {silent:.1f} s on {self._image_sub.topic_name}: "
                                   f"target LOST until images come back")
-        out = TrackedObject()
-        out.header.stamp = self.get_clock().now().to_msg()
+        out = self._empty_message(TrackedObject.LOST)
         with self._cv:
             if self._history:
                 out.header.frame_id = self._history[-1].header.frame_id
         out.x, out.y, out.width, out.height = (float(v) for v in self._last_box)
-        out.state = TrackedObject.LOST
         self._pub.publish(out)
 
     def diagnostics_values(self) -> dict[str, str]:
@@ -635,8 +996,10 @@ class TrackerNode(Node):
         rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) >= 2 and times[-1] > times[0] else 0.0
         lat = list(self._latencies)
         upd = list(self._update_latencies)
+        cuda = cuda_allocated_mib()
         return {
             "state": STATE_NAMES.get(self._state, str(self._state)),
+            "lifecycle_state": self.lifecycle_state,
             "processed_rate_hz": f"{rate:.2f}",
             "received": str(received),
             "processed": str(self._processed),
@@ -651,6 +1014,12 @@ class TrackerNode(Node):
             "weights_version": str(self._weights_version),
             "seconds_since_image": f"{now - last:.2f}" if last is not None else "never",
             "device": self._device_name,
+            "camera_info": self._calibrations.describe() if self.p["camera_info_topic"] else "off",
+            "bad_camera_info": str(self._calibrations.refused),
+            "frames_without_bearing": str(self._frames_without_bearing),
+            "model_mib": f"{self._model_mib:.1f}",
+            "rss_mib": f"{process_rss_mib():.1f}",
+            "cuda_allocated_mib": f"{cuda:.1f}" if cuda is not None else "n/a",
         }
 
     def _publish_diagnostics(self) -> None:
@@ -670,6 +1039,9 @@ class TrackerNode(Node):
         elif self._errors:
             status.level = DiagnosticStatus.WARN
             status.message = f"{values['state']}; {self._errors} errors"
+        elif self.lifecycle_state != "active":
+            status.level = DiagnosticStatus.OK
+            status.message = self.lifecycle_state
         else:
             status.level = DiagnosticStatus.OK
             status.message = values["state"]
@@ -682,21 +1054,14 @@ class TrackerNode(Node):
     # ---------------------------------------------------------------- shutdown
 
     def destroy_node(self) -> None:
+        """SIGINT or the end of main: stop the tracker's thread and close the tracker, in any state."""
+        self._active = False
         with self._cv:
             self._stop = True
             self._cv.notify_all()
-        if getattr(self, "_thread", None) is not None:
+        if self._thread is not None:
             self._thread.join(timeout=10.0)
-        tracker = getattr(self, "_tracker", None)
-        if tracker is not None:
-            if getattr(self, "_solve_gate", None) is not None:
-                self._solve_gate.set()  # a held solver must not keep close() waiting
-            try:
-                # A solve in progress may take seconds on a busy CPU; its daemon thread need not
-                # finish for the node to exit cleanly, so shutdown does not wait long for it.
-                tracker.close(timeout=1.0)
-            except Exception as exc:
-                self.get_logger().warning(f"tracker.close(): {exc}")
+        self._close_tracker()
         super().destroy_node()
 
 
@@ -769,7 +1134,12 @@ def main(args: Optional[list] = None) -> int:
         node = TrackerNode()
         executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
-        executor.spin()
+        # until the shutdown transition (or a failed autostart) or SIGINT
+        executor.spin_until_future_complete(node.finished)
+        if node.finished.done() and rclpy.ok():
+            # the answer to the `shutdown` request is sent after on_shutdown returns: let it go out
+            executor.spin_until_future_complete(Future(), timeout_sec=0.5)
+        code = node.exit_code
     except NodeStartupError as exc:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
         code = 1

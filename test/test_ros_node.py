@@ -2,154 +2,41 @@
 
 Each node starts exactly as launch/cract.launch.py starts it:
 `python -m cract_ros.node --ros-args --params-file config/cract.yaml -p ...` (cract_ros.process).
-The test side is an rclpy node in this process: a camera publishing otb_bird2 frames as
-sensor_msgs/Image, a client of ~/set_target and ~/clear_target, and subscribers of
-~/tracked_object, ~/debug_image and /diagnostics. Waits are bounded (a failure, never a
-timing threshold on performance).
+The test side (test/node_harness.py) is an rclpy node in this process: a camera publishing
+otb_bird2 frames as sensor_msgs/Image (and CameraInfo), a client of ~/set_target and
+~/clear_target, and subscribers of ~/tracked_object, ~/debug_image and /diagnostics. Waits are
+bounded (a failure, never a timing threshold on performance). The lifecycle transitions have
+their own tests (test_ros_lifecycle.py); these nodes walk to active by themselves (autostart).
 """
 from __future__ import annotations
 
 import math
 import time
-import uuid
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable
 
 import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
 from builtin_interfaces.msg import Time as TimeMsg  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
-from rcl_interfaces.srv import GetParameters, SetParameters  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.parameter import Parameter  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
+from rcl_interfaces.srv import GetParameters  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from cract.msg import TrackedObject  # noqa: E402
-from cract.srv import SetTarget  # noqa: E402
 from cract_ros.conversions import bgr_to_image  # noqa: E402
 from cract_ros.node import PARAMETERS, build_tracker  # noqa: E402
-from cract_ros.process import DEFAULT_PARAMS_FILE, start_node, stop_node  # noqa: E402
-from cract_ros.sequence import read_frames, read_groundtruth, stamp_of  # noqa: E402
+from cract_ros.sequence import read_frames, read_groundtruth  # noqa: E402
+from node_harness import REPLY_TIMEOUT, key, node_factory, stamp_msg  # noqa: E402,F401 (node_factory: a fixture)
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 SEQUENCE = "otb_bird2"
 N_FRAMES = 30
-START_TIMEOUT = 180.0  # model load + warm-up on a busy 2-core machine
-REPLY_TIMEOUT = 60.0  # one frame (an init or an in-frame update included)
-
-
-def stamp_msg(index: int) -> TimeMsg:
-    sec, nsec = stamp_of(index)
-    return TimeMsg(sec=sec, nanosec=nsec)
-
-
-def key(stamp: Any) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
-class NodeUnderTest:
-    """A node process plus the test side's rclpy node that talks to it."""
-
-    def __init__(self, log_dir: Path, overrides: dict, name: str) -> None:
-        self.ns = f"/t_{name}_{uuid.uuid4().hex[:6]}"
-        self.log_path = log_dir / f"{name}.log"
-        self.log = self.log_path.open("w")
-        self.proc = start_node(DEFAULT_PARAMS_FILE, overrides, namespace=self.ns, log=self.log)
-        self.fqn = f"{self.ns}/cract_tracker"
-        self.node = rclpy.create_node(f"tester_{name}_{uuid.uuid4().hex[:6]}")
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(self.node)
-        self.results: list[TrackedObject] = []
-        self.debug_images: list[Image] = []
-        self.diagnostics: list[DiagnosticStatus] = []
-        self.camera = self.node.create_publisher(Image, f"{self.ns}/image", qos_profile_sensor_data)
-        self.node.create_subscription(TrackedObject, f"{self.fqn}/tracked_object", self.results.append, 100)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
-        self.set_target = self.node.create_client(SetTarget, f"{self.fqn}/set_target")
-        self.clear_target = self.node.create_client(Trigger, f"{self.fqn}/clear_target")
-        self.set_params = self.node.create_client(SetParameters, f"{self.fqn}/set_parameters")
-        self.get_params = self.node.create_client(GetParameters, f"{self.fqn}/get_parameters")
-
-    def _on_diag(self, msg: DiagnosticArray) -> None:
-        self.diagnostics.extend(s for s in msg.status if s.hardware_id == self.fqn)
-
-    def log_text(self) -> str:
-        if not self.log.closed:
-            self.log.flush()
-        return self.log_path.read_text()
-
-    def spin_until(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            if self.proc.poll() is not None:
-                pytest.fail(f"node exited with {self.proc.returncode} while waiting for {what}:\n{self.log_text()[-4000:]}")
-            self.executor.spin_once(timeout_sec=0.05)
-        value = predicate()
-        if not value:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}; node log:\n{self.log_text()[-4000:]}")
-        return value
-
-    def wait_ready(self) -> None:
-        self.spin_until(lambda: self.set_target.service_is_ready(), START_TIMEOUT, "the node's ~/set_target")
-        self.spin_until(lambda: self.camera.get_subscription_count() > 0, 30.0, "the node's image subscription")
-        self.spin_until(lambda: self.node.count_publishers(f"{self.fqn}/tracked_object") > 0, 30.0,
-                        "the node's ~/tracked_object publisher")
-
-    def call(self, client: Any, request: Any, what: str) -> Any:
-        future = client.call_async(request)
-        self.spin_until(future.done, REPLY_TIMEOUT, what)
-        return future.result()
-
-    def call_set_target(self, box: Any, stamp: Optional[TimeMsg] = None) -> SetTarget.Response:
-        req = SetTarget.Request(x=float(box[0]), y=float(box[1]), width=float(box[2]), height=float(box[3]))
-        if stamp is not None:
-            req.stamp = stamp
-        return self.call(self.set_target, req, f"~/set_target {list(box)}")
-
-    def publish(self, msg: Image, index: Optional[int] = None) -> None:
-        if index is not None:
-            msg.header.stamp = stamp_msg(index)
-        msg.header.frame_id = "camera"
-        self.camera.publish(msg)
-
-    def results_for(self, stamp: TimeMsg) -> list[TrackedObject]:
-        return [r for r in self.results if key(r.header.stamp) == key(stamp)]
-
-    def publish_and_wait(self, msg: Image, index: int, what: str = "") -> TrackedObject:
-        """Lockstep: publish frame `index`, return the TrackedObject that carries its stamp."""
-        before = len(self.results_for(stamp_msg(index)))
-        self.publish(msg, index)
-        return self.spin_until(lambda: self.results_for(stamp_msg(index))[before:] and self.results_for(stamp_msg(index))[-1],
-                               REPLY_TIMEOUT, what or f"the TrackedObject of frame {index}")
-
-    def latest_diag(self, predicate: Callable[[dict], bool] = lambda v: True, what: str = "diagnostics") -> tuple[DiagnosticStatus, dict]:
-        def find():
-            for status in reversed(self.diagnostics):
-                values = {kv.key: kv.value for kv in status.values}
-                if predicate(values):
-                    return status, values
-            return None
-        return self.spin_until(find, 30.0, what)
-
-    def set_param(self, name: str, value: Any) -> Any:
-        req = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
-        return self.call(self.set_params, req, f"set {name}").results[0]
-
-    def close(self) -> int:
-        code = stop_node(self.proc)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.log.close()
-        return code
 
 
 @pytest.fixture
@@ -158,22 +45,6 @@ def bird(shared_sequence) -> dict:
     frames = list(read_frames(seq, N_FRAMES))
     gt = read_groundtruth(seq)
     return {"frames": frames, "msgs": [bgr_to_image(f) for f in frames], "gt": gt}
-
-
-@pytest.fixture
-def node_factory(rclpy_init, tmp_path):
-    started: list[NodeUnderTest] = []
-
-    def start(name: str, **overrides: Any) -> NodeUnderTest:
-        nut = NodeUnderTest(tmp_path, overrides, name)
-        started.append(nut)
-        nut.wait_ready()
-        return nut
-
-    yield start
-    for nut in started:
-        code = nut.close()
-        assert code == 0, f"node {nut.fqn} exited with {code} at shutdown:\n{nut.log_text()[-3000:]}"
 
 
 # ------------------------------------------------------------------------------------------
@@ -405,3 +276,102 @@ def test_updates_held_off_the_frame_path(node_factory, bird, tmp_path) -> None:
         if int(values["weights_version"]) > v0:
             break
     assert int(values["weights_version"]) > v0, "the released update never reached a frame"
+
+
+def camera_info(width: int, height: int, k: list, model: str, d: list, stamp: TimeMsg) -> "CameraInfo":
+    from sensor_msgs.msg import CameraInfo
+
+    info = CameraInfo(width=width, height=height, distortion_model=model, d=[float(v) for v in d],
+                      k=[float(v) for v in k], r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                      p=[k[0], 0.0, k[2], 0.0, 0.0, k[4], k[5], 0.0, 0.0, 0.0, 1.0, 0.0])
+    info.header.stamp = stamp
+    info.header.frame_id = "camera"
+    return info
+
+
+def opencv_bearing(msg: TrackedObject, k: list, model: str, d: list) -> tuple[float, float]:
+    """The bearing of the box centre by OpenCV's own undistortion (run to convergence): an
+    implementation independent of cract_core.camera."""
+    import cv2
+
+    centre = np.array([[[msg.x + msg.width / 2 - 0.5, msg.y + msg.height / 2 - 0.5]]], dtype=np.float64)
+    kk, dd = np.array(k, dtype=np.float64).reshape(3, 3), np.array(d, dtype=np.float64)
+    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 200, 1e-15)
+    if model == "equidistant":
+        x, y = cv2.fisheye.undistortPoints(centre, kk, dd, criteria=criteria).reshape(2)
+    else:
+        x, y = cv2.undistortPoints(centre, kk, dd, criteria=criteria).reshape(2)
+    return math.atan2(x, 1.0), math.atan2(y, math.hypot(x, 1.0))
+
+
+def test_bearings_from_camera_info_and_bad_calibrations_refused(node_factory, bird) -> None:
+    """TrackedObject.bearing_x/y over DDS: NaN without CameraInfo, OpenCV's angles (1e-4 rad) with a
+    distorted pinhole or fisheye calibration, NaN and a counted refusal for calibrations that
+    cannot be used (the node keeps tracking), and back once a good one comes."""
+    nut = node_factory("bearings", warmup=False, lockstep=True, num_threads=1, diagnostics_period_s=0.2)
+    msgs, gt = bird["msgs"], bird["gt"]
+    h, w = bird["frames"][0].shape[:2]
+    k = [600.0, 0.0, w / 2 - 0.5, 0.0, 590.0, h / 2 - 0.5, 0.0, 0.0, 1.0]
+    plumb_bob = [-0.25, 0.08, 0.001, -0.0007, -0.01]
+    fisheye = [0.05, -0.01, 0.002, -0.0003]
+
+    nut.publish_and_wait(msgs[0], 0)
+    assert nut.call_set_target(gt[0], stamp_msg(0)).success
+    init = nut.spin_until(lambda: [r for r in nut.results_for(stamp_msg(0)) if r.state != TrackedObject.IDLE],
+                          REPLY_TIMEOUT, "the init frame's TrackedObject")[-1]
+    assert math.isnan(init.bearing_x) and math.isnan(init.bearing_y), "no CameraInfo yet: bearings must be NaN"
+
+    def send_info(info, index: int, diag: Callable[[dict], bool], what: str) -> None:
+        nut.camera_info.publish(info)
+        nut.latest_diag(diag, what)
+
+    index = 0
+    refused = 0
+    for model, d in [("plumb_bob", plumb_bob), ("equidistant", fisheye)]:
+        send_info(camera_info(w, h, k, model, d, stamp_msg(index + 1)), index + 1,
+                  lambda v, m=model: v["camera_info"] == f"{w}x{h} {m}", f"the {model} calibration")
+        for _ in range(3):
+            index += 1
+            res = nut.publish_and_wait(msgs[index], index)
+            assert res.state != TrackedObject.IDLE
+            expected = opencv_bearing(res, k, model, d)
+            assert abs(res.bearing_x - expected[0]) < 1e-4 and abs(res.bearing_y - expected[1]) < 1e-4, (
+                model, (res.bearing_x, res.bearing_y), expected)
+            # the distortion matters here: the undistorted angle differs from the pinhole one
+            pinhole_x = math.atan((res.x + res.width / 2 - 0.5 - k[2]) / k[0])
+            assert abs(pinhole_x - expected[0]) > 1e-4 or abs(expected[0]) < 0.05
+
+    bad = [
+        ("zero focal length", camera_info(w, h, [0.0] * 9, "plumb_bob", plumb_bob, stamp_msg(0)),
+         "focal length fx=0, fy=0 must be > 0"),
+        ("unknown model", camera_info(w, h, k, "kannala_brandt", fisheye, stamp_msg(0)),
+         "unknown distortion model 'kannala_brandt'"),
+        ("wrong D length", camera_info(w, h, k, "plumb_bob", plumb_bob[:4], stamp_msg(0)),
+         "plumb_bob needs 5 coefficients in D, got 4"),
+    ]
+    for name, info, needle in bad:
+        refused += 1
+        info.header.stamp = stamp_msg(index + 1)
+        send_info(info, index + 1, lambda v, n=refused: v["bad_camera_info"] == str(n), f"refusal of {name}")
+        index += 1
+        res = nut.publish_and_wait(msgs[index], index)
+        assert res.state != TrackedObject.IDLE, name  # still tracking
+        assert math.isnan(res.bearing_x) and math.isnan(res.bearing_y), name
+        assert needle in nut.log_text(), f"{name}: the log should say {needle!r}"
+    # a calibration for another image size: NaN for this image, counted per frame
+    send_info(camera_info(640, 480, k, "plumb_bob", plumb_bob, stamp_msg(index + 1)), index + 1,
+              lambda v: v["camera_info"] == "640x480 plumb_bob", "the 640x480 calibration")
+    index += 1
+    res = nut.publish_and_wait(msgs[index], index)
+    assert math.isnan(res.bearing_x), "a calibration of another image size must not give bearings"
+    # and a good one again: bearings are back, nothing else was lost
+    send_info(camera_info(w, h, k, "plumb_bob", plumb_bob, stamp_msg(index + 1)), index + 1,
+              lambda v: v["camera_info"] == f"{w}x{h} plumb_bob", "the good calibration again")
+    index += 1
+    res = nut.publish_and_wait(msgs[index], index)
+    expected = opencv_bearing(res, k, "plumb_bob", plumb_bob)
+    assert abs(res.bearing_x - expected[0]) < 1e-4 and abs(res.bearing_y - expected[1]) < 1e-4
+    _, values = nut.latest_diag(lambda v, n=index: int(v["processed"]) >= n + 2, "the final diagnostics")
+    assert values["bad_camera_info"] == str(len(bad)) and values["errors"] == "0"
+    assert int(values["frames_without_bearing"]) == len(bad) + 2  # the three refusals, the size mismatch, the init
+    assert nut.proc.poll() is None
