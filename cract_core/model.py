@@ -126,6 +126,8 @@ class CRACTNet(nn.Module):
         self.train()
         if self.backbone.frozen:
             self.backbone.eval()
+        if self.cfg.rpn.type == "ban":
+            self.rpn.eval()  # NanoTrack's frozen head keeps its own batch-norm statistics
         for m in self.backbone.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
@@ -207,9 +209,12 @@ class CRACTNet(nn.Module):
 
     # ------------------------------------------------------------------ training
     def compute_losses(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """L = l_rpn (CE + smooth L1) + l_reg (smooth L1) + l_ide (CE) for a batch of pairs."""
-        dev = self.anchors.device
-        tcfg = self.cfg.train
+        """L = l_rpn (CE + smooth L1) + l_reg (smooth L1) + l_ide (CE) for a batch of pairs.
+
+        With NanoTrack's pretrained BAN head (``rpn.type: ban``) there is no l_rpn: the head is frozen
+        and only gives the proposals that R and I learn on.
+        """
+        dev = self.offset_std.device
         z = batch["template"].to(dev, non_blocking=True)
         x = batch["search"].to(dev, non_blocking=True)
         gt_z = geometry.xywh_to_xyxy(batch["template_box"].to(dev).float())
@@ -218,6 +223,19 @@ class CRACTNet(nn.Module):
         b = z.shape[0]
 
         phi_z, phi_x = self.extract(z), self.extract(x)
+        if self.cfg.rpn.type == "ban":
+            with torch.no_grad():
+                scores, boxes = self.rpn_outputs(self.rpn.kernels(phi_z), phi_x)
+            rpn_cls = rpn_reg = phi_x.new_zeros(())
+        else:
+            rpn_cls, rpn_reg, scores, boxes = self._anchor_rpn_losses(phi_z, phi_x, gt_x, positive, generator)
+        return self._crac_losses(phi_z, phi_x, gt_z, gt_x, positive, scores, boxes, rpn_cls, rpn_reg, generator)
+
+    def _anchor_rpn_losses(self, phi_z: torch.Tensor, phi_x: torch.Tensor, gt_x: torch.Tensor, positive: torch.Tensor,
+                           generator: torch.Generator | None) -> tuple[torch.Tensor, ...]:
+        """l_rpn of the paper's anchor RPN, and its detached scores and boxes (B, A*S*S[, 4])."""
+        tcfg = self.cfg.train
+        b = phi_x.shape[0]
         cls, loc = self.rpn(phi_z, phi_x)
         logits = cls.reshape(b, 2, -1).transpose(1, 2)  # (B, A*S*S, 2)
         deltas = loc.reshape(b, 4, -1).transpose(1, 2)  # (B, A*S*S, 4)
@@ -236,12 +254,19 @@ class CRACTNet(nn.Module):
             fmt="cxcywh",
         ) / self.offset_std
         rpn_reg = _smooth_l1(deltas[pos_mask], anchor_targets[pos_mask])
-
-        # Candidates for R and I: the RPN's own proposals (detached: its distractors are the hard
-        # negatives I must reject) plus boxes jittered around the target.
         with torch.no_grad():
             scores = F.softmax(logits.detach(), dim=2)[..., 1]
             boxes = decode_anchor_offsets(loc.detach(), self.anchors, OFFSET_STD)
+        return rpn_cls, rpn_reg, scores, boxes
+
+    def _crac_losses(self, phi_z: torch.Tensor, phi_x: torch.Tensor, gt_z: torch.Tensor, gt_x: torch.Tensor,
+                     positive: torch.Tensor, scores: torch.Tensor, boxes: torch.Tensor, rpn_cls: torch.Tensor,
+                     rpn_reg: torch.Tensor, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        """l_reg and l_ide on the proposals (detached: their distractors are the hard negatives I must
+        reject) plus boxes jittered around the target."""
+        dev = phi_x.device
+        tcfg = self.cfg.train
+        b = phi_x.shape[0]
         cand, cand_batch = [], []
         for i in range(b):
             props, _, _ = select_proposals(scores[i], boxes[i], TRAIN_PROPOSALS, self.cfg.rpn.nms_iou, self.cfg.rpn.pre_nms_top_n)
