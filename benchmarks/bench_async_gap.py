@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from cract_core.config import project_root
-from cract_core.eval.datasets import load_folder
+from cract_core.datasets import load_folder
 from cract_core.eval.metrics import score_sequence
 from cract_core.tracker import Tracker
 

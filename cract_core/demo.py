@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from .config import project_root
+from .datasets import load_folder_sequence
 from .eval.metrics import score_sequence
 from .geometry import iou
 
@@ -41,12 +42,8 @@ def synthetic_sequence(frames: int = 60, size: tuple[int, int] = (640, 480), see
 
 
 def read_folder(folder: Path, limit: Optional[int]) -> tuple[Iterator[np.ndarray], np.ndarray, int]:
-    paths = sorted((folder / "img").glob("*.jpg")) or sorted((folder / "img").glob("*.png"))
-    if not paths:
-        raise FileNotFoundError(f"{folder}/img has no .jpg or .png frames")
-    gt = np.loadtxt(folder / "groundtruth.txt", delimiter=",", ndmin=2)
-    n = min(len(paths), len(gt), limit or len(paths))
-    return (cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths[:n]), gt[:n], n
+    seq = load_folder_sequence(folder).head(limit or None)
+    return (seq.image(i) for i in range(len(seq))), seq.groundtruth, len(seq)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

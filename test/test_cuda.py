@@ -79,14 +79,14 @@ def test_tracker_on_cuda_follows_the_cpu_tracker(cfg, mode: str, shared_sequence
 
 def test_amp_training_on_cuda_lowers_the_loss(tmp_path: Path, shared_sequences_dir: Path) -> None:
     from cract_core.checkpoint import load_checkpoint
-    from cract_core.train.datasets import FolderDataset
+    from cract_core.datasets import make_dataset
     from cract_core.train.trainer import TrainOptions, Trainer
 
     cfg = load_config(default_config_path())
     cfg = replace(cfg, checkpoint=None, checkpoint_sha256=None,
                   train=replace(cfg.train, batch_size=16, steps=60, warmup_steps=10, num_workers=2, amp=True,
                                 checkpoint_every_s=3600.0))
-    ds = [FolderDataset(shared_sequences_dir, include=["uav_car10", "uav_group1_1"])]
+    ds = [make_dataset("folder", shared_sequences_dir, only=["uav_car10", "uav_group1_1"])]
     trainer = Trainer(cfg, ds, TrainOptions(out_dir=tmp_path, progress=False, device="cuda"))
     try:
         assert trainer.use_amp

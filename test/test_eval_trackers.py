@@ -10,7 +10,7 @@ import pytest
 from cract_core.eval import metrics as M
 from cract_core.eval import runner as R
 from cract_core.eval import trackers as trk
-from cract_core.eval.datasets import Sequence
+from cract_core.datasets import Sequence
 
 
 def _moving_square(n: int = 15, step: int = 3, seed: int = 0) -> tuple[list[np.ndarray], np.ndarray]:
@@ -97,7 +97,7 @@ def test_ablation_flags_parse_and_reach_the_config():
 
 def test_cract_adapter_runs_on_real_frames(shared_sequence):
     pytest.importorskip("cract_core.tracker")
-    from cract_core.eval.datasets import load_folder
+    from cract_core.datasets import load_folder
 
     (seq,) = load_folder(shared_sequence("uav_boat5"))
     seq = seq.head(4)

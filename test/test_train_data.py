@@ -1,4 +1,4 @@
-"""Training data: dataset loaders on their real layouts, pair sampling, augmentation, sharding."""
+"""Training data: pair sampling, augmentation, sharding (the loaders are in test_datasets.py)."""
 from __future__ import annotations
 
 import json
@@ -13,18 +13,7 @@ from torch.utils.data import DataLoader
 from cract_core.config import ExperimentConfig
 from cract_core.geometry import context_size, crop_square, image_to_crop
 from cract_core.train.augment import AugmentConfig, flip_box, flip_crop, parse_overrides
-from cract_core.train.datasets import (
-    VALIDATION_SEQUENCES,
-    CocoDataset,
-    DatasetError,
-    FolderDataset,
-    Got10kDataset,
-    LasotDataset,
-    TrackingNetDataset,
-    category_from_name,
-    make_dataset,
-    read_boxes,
-)
+from cract_core.datasets import DatasetError, TrackingDataset, make_dataset
 from cract_core.train.pairs import PAIR_KEYS, PairDataset, collate_pairs
 from cract_core.train.sampler import MixedSampler, StepBatchSampler
 
@@ -43,61 +32,7 @@ def _img(path: Path, w: int = 64, h: int = 48) -> None:
     cv2.imwrite(str(path), np.full((h, w, 3), 128, np.uint8))
 
 
-# -- loaders of the real on-disk formats ---------------------------------------------------------
-def test_read_boxes_separators_and_errors(tmp_path: Path) -> None:
-    f = tmp_path / "gt.txt"
-    f.write_text("1,2,3,4\n5\t6\t7\t8\n9 10 11 12\nNaN,NaN,NaN,NaN\n")
-    boxes = read_boxes(f)
-    assert boxes.shape == (4, 4) and boxes[1].tolist() == [5, 6, 7, 8] and np.isnan(boxes[3]).all()
-    f.write_text("1,2,3,4\n1,2,x,4\n")
-    with pytest.raises(DatasetError, match=r"gt.txt:2"):
-        read_boxes(f)
-    with pytest.raises(DatasetError, match="does not exist"):
-        read_boxes(tmp_path / "none.txt")
-
-
-def test_got10k_layout(tmp_path: Path) -> None:
-    root = tmp_path / "GOT-10k" / "train"
-    for name, absent in (("GOT-10k_Train_000001", [0, 1, 0]), ("GOT-10k_Train_000002", [1, 1, 1])):
-        seq = root / name
-        for i in range(3):
-            _img(seq / f"{i + 1:08d}.jpg")
-        (seq / "groundtruth.txt").write_text("1,2,10,12\n3,4,10,12\n5,6,10,12\n")
-        (seq / "absence.label").write_text("\n".join(map(str, absent)) + "\n")
-        (seq / "meta_info.ini").write_text("[METAINFO]\nobject_class: Bird\n")
-    (root / "list.txt").write_text("GOT-10k_Train_000001\nGOT-10k_Train_000002\n")
-    ds = Got10kDataset(tmp_path / "GOT-10k")  # the folder above train/ works too
-    assert len(ds) == 1  # the second sequence is absent throughout
-    seq = ds[0]
-    assert seq.visible.tolist() == [True, False, True] and seq.category == "bird"
-    assert Path(seq.frame_path(2)).name == "00000003.jpg" and Path(seq.frame_path(2)).is_file()
-
-
-def test_lasot_layout(tmp_path: Path) -> None:
-    seq = tmp_path / "airplane" / "airplane-1"
-    for i in range(4):
-        _img(seq / "img" / f"{i + 1:08d}.jpg")
-    (seq / "groundtruth.txt").write_text("1,2,10,12\n1,2,10,12\n1,2,10,12\n1,2,10,12\n")
-    (seq / "full_occlusion.txt").write_text("0,1,0,0")
-    (seq / "out_of_view.txt").write_text("0,0,1,0")
-    ds = LasotDataset(tmp_path)
-    assert ds[0].visible.tolist() == [True, False, False, True] and ds[0].category == "airplane"
-    assert Path(ds[0].frame_path(3)).is_file()
-    with pytest.raises(DatasetError, match="no usable|no <class>"):
-        LasotDataset(tmp_path, exclude=["airplane-*"])
-
-
-def test_trackingnet_layout(tmp_path: Path) -> None:
-    chunk = tmp_path / "TRAIN_0"
-    for i in range(3):
-        _img(chunk / "frames" / "abc_1" / f"{i}.jpg")
-    (chunk / "anno").mkdir(parents=True)
-    (chunk / "anno" / "abc_1.txt").write_text("1,2,10,12\n1,2,0,0\n1,2,10,12\n")
-    ds = TrackingNetDataset(tmp_path)
-    assert ds[0].name == "TRAIN_0/abc_1" and ds[0].visible.tolist() == [True, False, True]
-    assert Path(ds[0].frame_path(0)).name == "0.jpg" and Path(ds[0].frame_path(2)).is_file()
-
-
+# -- COCO still images: the hard negative of an object is another object of its image -------
 def test_coco_layout_skips_crowd_and_tiny(tmp_path: Path) -> None:
     _img(tmp_path / "train2017" / "000000000001.jpg", 200, 100)
     ann = {
@@ -113,7 +48,7 @@ def test_coco_layout_skips_crowd_and_tiny(tmp_path: Path) -> None:
     (tmp_path / "annotations").mkdir()
     (tmp_path / "annotations" / "instances_train2017.json").write_text(json.dumps(ann))
     ds = make_dataset("coco", tmp_path)
-    assert isinstance(ds, CocoDataset) and [s.name for s in ds.sequences] == ["1:10", "1:11"]
+    assert ds.kind == "coco" and [s.name for s in ds.sequences] == ["1:10", "1:11"]
     assert ds[0].category == "car" and len(ds[0]) == 1 and Path(ds[0].frame_path(0)).is_file()
     # The other car of the same image is the hard negative of the first.
     mixer = MixedSampler([ds])
@@ -121,41 +56,13 @@ def test_coco_layout_skips_crowd_and_tiny(tmp_path: Path) -> None:
     assert other == (0, 1) and hard
 
 
-def test_bad_roots_and_kinds(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match="not a folder"):
-        FolderDataset(tmp_path / "missing")
-    with pytest.raises(DatasetError, match="unknown dataset kind"):
-        make_dataset("imagenet", tmp_path)
-    with pytest.raises(DatasetError, match="instances"):
-        CocoDataset(tmp_path)
-
-
-def test_category_from_name() -> None:
-    assert category_from_name("uav_group1_1") == "person"
-    assert category_from_name("uav_car14_b") == "vehicle"
-    assert category_from_name("otb_bird2") == "bird"
-
-
-def test_shared_folder_excludes_validation(shared_sequences_dir: Path) -> None:
-    ds = FolderDataset(shared_sequences_dir, exclude=VALIDATION_SEQUENCES)
-    names = {s.name for s in ds.sequences}
-    assert not names & set(VALIDATION_SEQUENCES)
-    assert {"uav_group1_1", "uav_car10"} <= names and len(names) >= 25
-    assert all(s.visible.all() for s in ds.sequences)  # README: no frame is marked absent
-    only = FolderDataset(shared_sequences_dir, include=["uav_group*"])
-    assert {s.name for s in only.sequences} == {s for s in names if s.startswith("uav_group")}
-    assert {s.category for s in only.sequences} == {"person"}
-    with pytest.raises(DatasetError, match="names no sequence"):
-        FolderDataset(shared_sequences_dir, include=["no_such_sequence"])
-
-
 # -- pairs ---------------------------------------------------------------------------------------
 @pytest.fixture
-def two_sequences(shared_sequences_dir: Path) -> FolderDataset:
-    return FolderDataset(shared_sequences_dir, include=["uav_car10", "uav_group1_1"])
+def two_sequences(shared_sequences_dir: Path) -> TrackingDataset:
+    return make_dataset("folder", shared_sequences_dir, only=["uav_car10", "uav_group1_1"])
 
 
-def test_pair_format(two_sequences: FolderDataset) -> None:
+def test_pair_format(two_sequences: TrackingDataset) -> None:
     pairs = PairDataset([two_sequences], cfg=_cfg(negative_pair_prob=0.5), seed=1)
     batch = collate_pairs([pairs[i] for i in range(4)])
     assert set(batch) == set(PAIR_KEYS)
@@ -165,7 +72,7 @@ def test_pair_format(two_sequences: FolderDataset) -> None:
     assert batch["search_box"].shape == (4, 4) and batch["positive"].dtype == torch.bool
 
 
-def test_crops_match_tracker_geometry(two_sequences: FolderDataset) -> None:
+def test_crops_match_tracker_geometry(two_sequences: TrackingDataset) -> None:
     """Without photometric changes a pair's crops are crop_square's output, boxes image_to_crop's."""
     pairs = PairDataset([two_sequences], cfg=_cfg(negative_pair_prob=0.0), augment=AugmentConfig(**NO_AUG), seed=3)
     seqs = {f"{s.dataset}/{s.name}": s for s in two_sequences.sequences}
@@ -176,7 +83,7 @@ def test_crops_match_tracker_geometry(two_sequences: FolderDataset) -> None:
         for which, size in (("template", 127), ("search", 255)):
             frame = info[f"{which}_frame"]
             image = cv2.imread(seq.frame_path(frame))
-            box = seq.boxes[frame].astype(np.float64)
+            box = seq.groundtruth[frame]
             center, scale = info[f"{which}_center"], info[f"{which}_scale"]
             expected, s2 = crop_square(image, center, size / scale, size)
             assert s2 == pytest.approx(scale)
@@ -187,7 +94,7 @@ def test_crops_match_tracker_geometry(two_sequences: FolderDataset) -> None:
         # The template side is the tracker's context size within the 5% scale jitter, the target
         # within 4 px of the centre; the search target within 64 px.
         tb, sb = pair["template_box"].numpy(), pair["search_box"].numpy()
-        box = seq.boxes[info["template_frame"]]
+        box = seq.groundtruth[info["template_frame"]]
         side = 127 / info["template_scale"]
         assert 0.95 - 1e-6 <= side / context_size(box[2], box[3], 0.5) <= 1.05 + 1e-6
         assert np.all(np.abs(tb[:2] + tb[2:] / 2 - 63.5) <= 4.0 + 1e-3)
@@ -204,7 +111,7 @@ def test_flip_box_matches_flipped_pixels() -> None:
     np.testing.assert_array_equal(flip_box(fb, 50), box)
 
 
-def test_flipped_pair_is_mirror_of_unflipped(two_sequences: FolderDataset) -> None:
+def test_flipped_pair_is_mirror_of_unflipped(two_sequences: TrackingDataset) -> None:
     kw = dict(cfg=_cfg(negative_pair_prob=0.0), seed=5)
     plain = PairDataset([two_sequences], augment=AugmentConfig(**{**NO_AUG, "flip_prob": 0.0}), **kw)
     flipped = PairDataset([two_sequences], augment=AugmentConfig(**{**NO_AUG, "flip_prob": 1.0}), **kw)
@@ -216,7 +123,7 @@ def test_flipped_pair_is_mirror_of_unflipped(two_sequences: FolderDataset) -> No
 
 
 def test_negative_pairs_come_from_another_sequence(shared_sequences_dir: Path) -> None:
-    ds = FolderDataset(shared_sequences_dir, include=["uav_group*", "uav_car10", "uav_car16_2", "uav_boat1"])
+    ds = make_dataset("folder", shared_sequences_dir, only=["uav_group*", "uav_car10", "uav_car16_2", "uav_boat1"])
     pairs = PairDataset([ds], cfg=_cfg(negative_pair_prob=1.0), seed=0)
     category = {f"{s.dataset}/{s.name}": s.category for s in ds.sequences}
     hard = 0
@@ -232,14 +139,14 @@ def test_negative_pairs_come_from_another_sequence(shared_sequences_dir: Path) -
     assert all(positives[i]["positive"] for i in range(5))
 
 
-def test_still_image_pairs(two_sequences: FolderDataset) -> None:
+def test_still_image_pairs(two_sequences: TrackingDataset) -> None:
     pairs = PairDataset([two_sequences], cfg=_cfg(negative_pair_prob=0.0, still_image_prob=1.0), seed=2)
     for i in range(4):
         pair, info = pairs.sample(i)
         assert info["still"] and info["template_frame"] == info["search_frame"] and pair["positive"]
 
 
-def test_fixed_seed_reproduces_pairs_across_workers(two_sequences: FolderDataset) -> None:
+def test_fixed_seed_reproduces_pairs_across_workers(two_sequences: TrackingDataset) -> None:
     cfg = _cfg(negative_pair_prob=0.3, still_image_prob=0.2)
     a = PairDataset([two_sequences], cfg=cfg, seed=11)
     b = PairDataset([two_sequences], cfg=cfg, seed=11)
@@ -264,8 +171,8 @@ def test_step_batch_sampler_shards_by_rank() -> None:
     assert list(StepBatchSampler(2, 3, start_step=2)) == [[4, 5]]  # resume skips done steps
 
 
-def test_mixing_weights_pick_datasets(two_sequences: FolderDataset, shared_sequences_dir: Path) -> None:
-    other = FolderDataset(shared_sequences_dir, include=["uav_boat1"], name="boats")
+def test_mixing_weights_pick_datasets(two_sequences: TrackingDataset, shared_sequences_dir: Path) -> None:
+    other = make_dataset("folder", shared_sequences_dir, only=["uav_boat1"], name="boats")
     mixer = MixedSampler([two_sequences, other], [3.0, 1.0])
     rng = np.random.default_rng(0)
     picks = np.array([mixer.sample(rng)[0] for _ in range(2000)])
@@ -281,7 +188,7 @@ def test_augment_overrides() -> None:
         parse_overrides(AugmentConfig(), ["nope=1"])
 
 
-def test_aspect_stretch_changes_the_search_box_shape_only_when_asked(two_sequences: FolderDataset) -> None:
+def test_aspect_stretch_changes_the_search_box_shape_only_when_asked(two_sequences: TrackingDataset) -> None:
     seqs = {f"{s.dataset}/{s.name}": s for s in two_sequences.sequences}
     ratios = {}
     for prob in (0.0, 1.0):
@@ -290,7 +197,7 @@ def test_aspect_stretch_changes_the_search_box_shape_only_when_asked(two_sequenc
         got = []
         for i in range(12):
             pair, info = pairs.sample(i)
-            box = seqs[info["search_sequence"]].boxes[info["search_frame"]]
+            box = seqs[info["search_sequence"]].groundtruth[info["search_frame"]]
             sb = pair["search_box"].numpy()
             got.append((sb[2] / sb[3]) / (box[2] / box[3]))
             # The shift jitter still holds in crop pixels: the target centre within 64 px.

@@ -16,7 +16,7 @@ from cract_core.config import config_from_dict
 from cract_core.geometry import context_size, crop_square
 from cract_core.train import cli
 from cract_core.train.augment import AugmentConfig
-from cract_core.train.datasets import FolderDataset
+from cract_core.datasets import make_dataset
 from cract_core.train.feature_cache import SEARCH, TEMPLATE, CachedBackbone, CachedPairDataset, build_feature_cache
 from cract_core.train.pairs import collate_pairs
 
@@ -37,7 +37,7 @@ def short_cache(tmp_path_factory: pytest.TempPathFactory):
     torch.set_num_threads(1)
     root = require_shared_sequences()
     cfg = config_from_dict({**SMALL, "train": {"negative_pair_prob": 0.5}})
-    ds = [FolderDataset(root, include=SHORT)]
+    ds = [make_dataset("folder", root, only=SHORT)]
     folder = tmp_path_factory.mktemp("cache") / "c"
     cache = build_feature_cache(folder, cfg, ds, CRACTNet(cfg).backbone, AugmentConfig(), 2, 1, seed=0, progress=False)
     return cfg, ds, cache, folder
@@ -56,7 +56,7 @@ def test_cached_features_are_the_backbones(tmp_path: Path, shared_sequences_dir:
 
     cfg = config_from_dict(SMALL)
     net = CRACTNet(cfg).train_mode()  # as in training: the cache must still hold eval-mode features
-    ds = [FolderDataset(shared_sequences_dir, include=["uavdt_s0310"])]
+    ds = [make_dataset("folder", shared_sequences_dir, only=["uavdt_s0310"])]
     still = AugmentConfig(template_shift=0, template_scale=0, search_shift=0, search_scale=0, color_prob=0,
                           search_blur_prob=0, gray_prob=0, flip_prob=0)
     cache = build_feature_cache(tmp_path / "c", cfg, ds, net.backbone, still, 1, 1, seed=0, progress=False)
@@ -65,7 +65,7 @@ def test_cached_features_are_the_backbones(tmp_path: Path, shared_sequences_dir:
     for store, size in ((TEMPLATE, 127), (SEARCH, 255)):
         rows = np.flatnonzero(cache.rows[store][:, 1] == 5)  # frame 5
         assert len(rows) == 1
-        box = seq.boxes[5].astype(np.float64)
+        box = seq.groundtruth[5]
         side = context_size(box[2], box[3], 0.5) * size / 127
         image = cv2.imread(seq.frame_path(5))
         crop, _ = crop_square(image, (box[0] + box[2] / 2, box[1] + box[3] / 2), side, size)

@@ -9,7 +9,7 @@ import pytest
 
 from cract_core.geometry import context_size, crop_square
 from cract_core.train import precrop
-from cract_core.train.datasets import FolderDataset, read_boxes
+from cract_core.datasets import Sequence, make_dataset, read_boxes
 
 
 def test_frame_square_keeps_resolution_and_centres_the_box() -> None:
@@ -38,14 +38,14 @@ def test_search_crops_from_precrops_match_crops_from_frames(tmp_path: Path, shar
     rc = precrop.main(["--config", "config/train_starter_lite0.yaml", "--data", f"folder={shared_sequences_dir}",
                        "--include", "uav_car10", "--out", str(tmp_path / "pc"), "--quality", "95"])
     assert rc == 0
-    src = FolderDataset(shared_sequences_dir, include=["uav_car10"]).sequences[0]
-    out = FolderDataset(tmp_path / "pc").sequences[0]
+    src = make_dataset("folder", shared_sequences_dir, only=["uav_car10"]).sequences[0]
+    out = make_dataset("folder", tmp_path / "pc").sequences[0]
     assert out.name == "uav_car10" and out.category == src.category and len(out) == len(src)
     np.testing.assert_array_equal(out.visible, src.visible)
     assert len(read_boxes(tmp_path / "pc" / "uav_car10" / "groundtruth.txt")) == len(src)
     for i in out.visible_indices[:: max(1, len(out) // 5)]:
         frame, square = cv2.imread(src.frame_path(i)), cv2.imread(out.frame_path(i))
-        for box, img in ((src.boxes[i], frame), (out.boxes[i], square)):
+        for box, img in ((src.groundtruth[i], frame), (out.groundtruth[i], square)):
             # The farthest crop the default augmentation draws: scale 1.18, shifted 64 px on 255.
             side = context_size(box[2], box[3], 0.5) * 255 / 127 * 1.18
             c = (box[0] + box[2] / 2 + 0.25 * side, box[1] + box[3] / 2 - 0.25 * side)
@@ -70,14 +70,12 @@ def test_refuses_to_write_into_a_non_empty_folder(tmp_path: Path, shared_sequenc
 def test_object_class_survives_precropping(tmp_path: Path) -> None:
     # A GOT-10k-like sequence whose class comes from its loader (no source.json): the precrop
     # folder names it, so same-kind hard negatives still find it.
-    from cract_core.train.datasets import Sequence
-
     src = tmp_path / "frames"
     src.mkdir()
     image = np.full((120, 160, 3), 70, np.uint8)
     cv2.imwrite(str(src / "00000001.jpg"), image)
-    seq = Sequence("GOT-10k_Train_000001", np.array([[60.0, 40.0, 20.0, 30.0]], np.float32), np.array([True]),
-                   lambda i: str(src / f"{i + 1:08d}.jpg"), category="zebra")
+    seq = Sequence("GOT-10k_Train_000001", [str(src / "00000001.jpg")], np.array([[60.0, 40.0, 20.0, 30.0]]),
+                   np.array([False]), category="zebra")
     precrop.precrop_sequence(seq, tmp_path / "pc", precrop.PrecropSpec())
-    out = FolderDataset(tmp_path / "pc").sequences[0]
+    out = make_dataset("folder", tmp_path / "pc").sequences[0]
     assert out.category == "zebra" and len(out) == 1

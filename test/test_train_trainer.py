@@ -20,7 +20,7 @@ from cract_core.checkpoint import load_checkpoint
 from cract_core.config import config_from_dict, load_config
 from cract_core.train import cli
 from cract_core.train.augment import AugmentConfig
-from cract_core.train.datasets import FolderDataset
+from cract_core.datasets import make_dataset
 from cract_core.train.pairs import PairDataset, collate_pairs
 from cract_core.train.trainer import TrainOptions, Trainer, WarmupDecay, weights_sha256
 
@@ -83,7 +83,7 @@ def test_fast_frozen_backbone_matches_backbone(shared_sequences_dir: Path) -> No
 
     net = CRACTNet(config_from_dict(SMALL_HEADS)).train_mode()
     fast = FastFrozenBackbone(net.backbone)
-    ds = [FolderDataset(shared_sequences_dir, include=["uav_car10", "uav_boat1"])]
+    ds = [make_dataset("folder", shared_sequences_dir, only=["uav_car10", "uav_boat1"])]
     batch = collate_pairs([PairDataset(ds, seed=4)[i] for i in range(2)])
     with torch.no_grad():
         for key in ("template", "search"):
@@ -122,7 +122,7 @@ def test_smoke_train_checkpoint_resume_reload(tmp_path: Path, shared_sequences_d
 
     # B: the same run interrupted at step 10 and resumed must end with exactly A's weights.
     cfg = load_config(config)
-    ds = [FolderDataset(shared_sequences_dir, include=TWO_SEQUENCES.split(","))]
+    ds = [make_dataset("folder", shared_sequences_dir, only=TWO_SEQUENCES.split(","))]
     t1 = Trainer(cfg, ds, TrainOptions(out_dir=tmp_path / "b", stop_at=10, progress=False, device="cpu"))
     t1.train()
     assert load_checkpoint(tmp_path / "b" / "last.pt")["step"] == 10 and not (tmp_path / "b" / "final.pt").exists()
@@ -150,13 +150,17 @@ def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert cli.main(["--config", str(config), "--data", "imagenet=/x", "--out", str(tmp_path / "o")]) == 2
     assert "unknown dataset 'imagenet'" in capsys.readouterr().err
     assert cli.main(["--config", str(config), "--data", f"folder={tmp_path / 'none'}", "--out", str(tmp_path / "o")]) == 2
-    assert "not a folder" in capsys.readouterr().err
+    assert f"folder root {tmp_path / 'none'} does not exist" in capsys.readouterr().err
+    assert cli.main(["--config", str(config), "--data", "@training", "--out", str(tmp_path / "o")]) == 2
+    assert "unknown split '@training'; expected one of @train, @validation, @validation4, @all" in capsys.readouterr().err
     try:
         import tensorboard  # noqa: F401
     except ImportError:  # optional: without it, asking for it is a clear error before any work
         assert cli.main(["--config", str(config), "--data", "folder=/x", "--out", str(tmp_path / "o"), "--tensorboard"]) == 2
         assert "optional 'tensorboard' package" in capsys.readouterr().err
     assert cli.parse_data_spec("lasot=/d/LaSOT@2.5") == ("lasot", Path("/d/LaSOT"), 2.5)
+    assert cli.parse_data_spec("@train@0.5") == ("split", "train", 0.5)
+    assert cli.parse_data_spec("@validation4") == ("split", "validation4", 1.0)
     assert cli._names(["a,b", "@validation"])[:3] == ["a", "b", "otb_bird2"]
 
 
@@ -195,7 +199,7 @@ def test_overfit_one_pair(shared_sequences_dir: Path) -> None:
     cfg = config_from_dict({**SMALL_HEADS, "train": {"negative_pair_prob": 0.0, "still_image_prob": 0.0}})
     torch.manual_seed(0)
     net = CRACTNet(cfg)
-    ds = FolderDataset(shared_sequences_dir, include=["uav_car10"])
+    ds = make_dataset("folder", shared_sequences_dir, only=["uav_car10"])
     no_aug = AugmentConfig(color_prob=0, search_blur_prob=0, gray_prob=0, flip_prob=0)
     batch = collate_pairs([PairDataset([ds], cfg=cfg, augment=no_aug, seed=0)[0]])
     opt = torch.optim.SGD(net.trainable_parameters(), lr=0.01, momentum=0.9)
@@ -218,7 +222,7 @@ def test_fine_tuned_backbone_stages_learn_at_the_scaled_rate(tmp_path: Path, sha
     cfg = config_from_dict({**SMALL_HEADS, "backbone": {**SMALL_HEADS["backbone"], "trainable_stages": 1},
                             "train": {"lr": 0.02, "backbone_lr_scale": 0.1, "warmup_steps": 0, "steps": 10,
                                       "negative_pair_prob": 0.0}})
-    ds = [FolderDataset(shared_sequences_dir, include=["uav_car10"])]
+    ds = [make_dataset("folder", shared_sequences_dir, only=["uav_car10"])]
     trainer = Trainer(cfg, ds, TrainOptions(out_dir=tmp_path, progress=False, device="cpu"))
     heads, backbone = trainer.optimizer.param_groups
     assert heads["lr"] == pytest.approx(0.02) and backbone["lr"] == pytest.approx(0.002)

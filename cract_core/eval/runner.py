@@ -66,7 +66,7 @@ import numpy as np
 
 from cract_core.eval import metrics
 from cract_core.eval import trackers as trk
-from cract_core.eval.datasets import Sequence
+from cract_core.datasets import Sequence
 
 SCHEMA_VERSION = 1
 SPEED_KEYS = ("fps", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "init_ms")

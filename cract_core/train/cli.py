@@ -1,5 +1,7 @@
 """cract-train: train CRACT's heads.
 
+    cract-train --config config/train_starter_lite0.yaml --data @train --out runs/starter
+
     cract-train --config config/train_starter_lite0.yaml \\
         --data folder=../shared/data/sequences --exclude @validation --out runs/starter
 
@@ -7,10 +9,14 @@
         --data got10k=/data/got10k --data lasot=/data/lasot@2 --data trackingnet=/data/trackingnet \\
         --data coco=/data/coco@0.5 --out runs/paper
 
-``--data NAME=PATH[@WEIGHT]``: NAME is got10k, lasot, trackingnet, coco or folder (any may repeat);
-WEIGHT (default 1) is the dataset's share of the sampled sequences.  ``--include``/``--exclude``
-(comma separated names or globs, repeatable; ``@validation`` = the validation four of
-../shared/data) apply to folder and lasot data.  ``--resume`` continues DIR/last.pt.
+``--data NAME=PATH[@WEIGHT]``: NAME is one of cract_core.datasets.FORMATS (got10k, lasot,
+trackingnet, coco, folder, otb, uav123, nfs, vot; any may repeat); ``--data @SPLIT[@WEIGHT]`` is
+one of the project's splits (@train, @validation, @validation4, @all; cract_core/datasets/splits.py),
+its extra sequences read from ``--extra-data`` (else $CRACT_EXTRA_DATA, else data/extra).  WEIGHT
+(default 1) is the dataset's share of the sampled sequences.  ``--include``/``--exclude`` (comma
+separated names or globs, repeatable; an @SPLIT stands for every sequence whose images that split
+holds, so ``--exclude @validation`` also drops otb_woman, whose full version is validation) apply
+to folder, lasot and split data.  ``--resume`` continues DIR/last.pt.
 """
 from __future__ import annotations
 
@@ -18,36 +24,53 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Optional, Sequence as Seq
+from typing import Optional, Sequence as Seq, Union
 
 from cract_core.config import ConfigError, load_config
 from cract_core.errors import CheckpointError
 from cract_core.train.augment import AugmentConfig, parse_overrides
-from cract_core.train.datasets import DATASET_KINDS, VALIDATION_SEQUENCES, DatasetError, TrackingDataset, make_dataset
+from cract_core.datasets import (
+    ENV_EXTRA_DATA,
+    FORMATS,
+    DataLocations,
+    DatasetError,
+    TrackingDataset,
+    make_dataset,
+    split_dataset,
+    split_from_spec,
+    split_names,
+)
 
 log = logging.getLogger("cract_core.train")
 
 
-def _names(values: Optional[list[str]]) -> list[str]:
+def _names(values: Optional[list[str]], locations: Optional[DataLocations] = None) -> list[str]:
+    """Comma separated names or globs; an @SPLIT becomes the names of the sequences it holds."""
     out: list[str] = []
     for v in values or []:
         for part in v.split(","):
             part = part.strip()
-            if part == "@validation":
-                out.extend(VALIDATION_SEQUENCES)
+            split = split_from_spec(part)
+            if split is not None:
+                out.extend(split_names(split, locations or DataLocations.resolve()))
             elif part:
                 out.append(part)
     return out
 
 
-def parse_data_spec(spec: str) -> tuple[str, Path, float]:
-    """'lasot=/data/LaSOT@2' -> ('lasot', Path('/data/LaSOT'), 2.0), with errors that say the form."""
-    name, sep, rest = spec.partition("=")
-    if not sep or not rest:
-        raise DatasetError(f"--data {spec!r}: expected NAME=PATH[@WEIGHT] with NAME one of {sorted(DATASET_KINDS)}")
-    name = name.strip().lower()
-    if name not in DATASET_KINDS:
-        raise DatasetError(f"--data {spec!r}: unknown dataset {name!r}; expected one of {sorted(DATASET_KINDS)}")
+def parse_data_spec(spec: str) -> tuple[str, Union[Path, str], float]:
+    """'lasot=/data/LaSOT@2' -> ('lasot', Path('/data/LaSOT'), 2.0); '@train' -> ('split', 'train', 1.0);
+    errors that say the form."""
+    if spec.startswith("@"):
+        name, rest = "split", spec
+    else:
+        name, sep, rest = spec.partition("=")
+        if not sep or not rest:
+            raise DatasetError(f"--data {spec!r}: expected NAME=PATH[@WEIGHT] with NAME one of {list(FORMATS)}, "
+                               "or @SPLIT[@WEIGHT]")
+        name = name.strip().lower()
+        if name not in FORMATS:
+            raise DatasetError(f"--data {spec!r}: unknown dataset {name!r}; expected one of {list(FORMATS)}")
     weight = 1.0
     path, at, w = rest.rpartition("@")
     if at:
@@ -60,31 +83,57 @@ def parse_data_spec(spec: str) -> tuple[str, Path, float]:
                 raise DatasetError(f"--data {spec!r}: weight must be >= 0")
     else:
         path = rest
+    if name == "split":
+        split = split_from_spec(path)
+        if split is None:
+            raise DatasetError(f"--data {spec!r}: expected @SPLIT[@WEIGHT]")
+        return name, split, weight
     return name, Path(path).expanduser(), weight
 
 
-def build_datasets(specs: Seq[str], include: Seq[str], exclude: Seq[str]) -> tuple[list[TrackingDataset], list[float]]:
+def build_datasets(
+    specs: Seq[str], include: Seq[str], exclude: Seq[str], locations: Optional[DataLocations] = None
+) -> tuple[list[TrackingDataset], list[float]]:
+    """One TrackingDataset per --data spec, with its weight; include/exclude apply to folder, lasot and splits."""
     datasets, weights = [], []
     for spec in specs:
-        name, path, weight = parse_data_spec(spec)
-        kwargs = {}
-        if name in ("folder", "lasot"):
-            kwargs = {"include": list(include) or None, "exclude": list(exclude) or None}
-        ds = make_dataset(name, path, **kwargs)
+        name, source, weight = parse_data_spec(spec)
+        picks = {"only": list(include) or None, "exclude": list(exclude) or None}
+        if name == "split":
+            ds = split_dataset(source, locations or DataLocations.resolve(), **picks)
+        else:
+            ds = make_dataset(name, source, **(picks if name in ("folder", "lasot") else {}))
         log.info("%s (weight %g)", ds, weight)
         datasets.append(ds)
         weights.append(weight)
     return datasets, weights
 
 
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """--data, --include, --exclude and --extra-data: one syntax for cract-train and precrop."""
+    p.add_argument("--data", action="append", required=True, metavar="NAME=PATH[@WEIGHT] | @SPLIT[@WEIGHT]",
+                   help=f"training data; NAME in {list(FORMATS)}, SPLIT one of @train, @validation, @validation4, "
+                        "@all; repeat for several")
+    p.add_argument("--include", action="append", metavar="NAMES",
+                   help="only these sequences (folder/lasot/split data; globs; comma list; @SPLIT = its sequences)")
+    p.add_argument("--exclude", action="append", metavar="NAMES",
+                   help="leave these sequences out (folder/lasot/split data; globs; comma list; @validation = "
+                        "every sequence whose images the validation split holds)")
+    p.add_argument("--extra-data", type=Path, metavar="DIR",
+                   help=f"the assembled extra sequences of a split (default: ${ENV_EXTRA_DATA}, else data/extra "
+                        "under the project root)")
+
+
+def data_from_arguments(args: argparse.Namespace) -> tuple[list[TrackingDataset], list[float]]:
+    """The datasets and weights that add_data_arguments' options name."""
+    locations = DataLocations.resolve(args.extra_data)
+    return build_datasets(args.data, _names(args.include, locations), _names(args.exclude, locations), locations)
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cract-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="experiment YAML (config/train_*.yaml or config/model/*.yaml)")
-    p.add_argument("--data", action="append", required=True, metavar="NAME=PATH[@WEIGHT]",
-                   help=f"training data; NAME in {sorted(DATASET_KINDS)}; repeat for several")
-    p.add_argument("--include", action="append", metavar="NAMES", help="only these sequences (folder/lasot; globs; comma list)")
-    p.add_argument("--exclude", action="append", metavar="NAMES",
-                   help="leave these sequences out (folder/lasot; globs; comma list; @validation = the validation four)")
+    add_data_arguments(p)
     p.add_argument("--out", required=True, type=Path, help="output folder: last.pt, final.pt, log.csv")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--steps", type=int, help="total steps (overrides train.steps)")
@@ -123,7 +172,7 @@ def main(argv: Optional[Seq[str]] = None) -> int:
             from cract_core.train.trainer import _summary_writer
 
             _summary_writer()  # before scanning datasets: a missing optional package is said at once
-        datasets, weights = build_datasets(args.data, _names(args.include), _names(args.exclude))
+        datasets, weights = data_from_arguments(args)
         augment = parse_overrides(AugmentConfig(), args.aug)
         try:
             variants = tuple(int(v) for v in args.cache_variants.split(","))

@@ -36,7 +36,7 @@ from torch.utils.data import Dataset
 from cract_core.backbone import align_phi4
 from cract_core.config import ExperimentConfig, to_dict
 from cract_core.train.augment import AugmentConfig, flip_box, flip_crop, to_gray
-from cract_core.train.datasets import DatasetError, TrackingDataset
+from cract_core.datasets import DatasetError, TrackingDataset
 from cract_core.train.pairs import PairDataset
 from cract_core.train.sampler import MixedSampler
 

@@ -36,7 +36,7 @@ from torch.utils.data import Dataset
 from cract_core.config import ExperimentConfig
 from cract_core.geometry import context_size, crop_square, image_to_crop, stretch_scales
 from cract_core.train.augment import AugmentConfig, CropJitter, draw_jitter, draw_stretch, flip_box, flip_crop, photometric, to_gray
-from cract_core.train.datasets import DatasetError, Sequence, TrackingDataset
+from cract_core.datasets import DatasetError, Sequence, TrackingDataset
 from cract_core.train.sampler import MixedSampler
 
 __all__ = ["PairDataset", "collate_pairs", "PAIR_KEYS"]
@@ -127,7 +127,7 @@ class PairDataset(Dataset):
         self, seq: Sequence, frame: int, out_size: int, side_factor: float, jitter: CropJitter, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray, tuple[float, float], float]:
         img, mean = self._cache.get(seq.frame_path(frame))
-        box = seq.boxes[frame].astype(np.float64)
+        box = seq.groundtruth[frame]
         dx, dy, s = draw_jitter(rng, jitter)
         r = draw_stretch(rng, jitter)
         side = context_size(box[2], box[3], self.context_amount) * side_factor * s

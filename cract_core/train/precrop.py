@@ -6,7 +6,8 @@ shift jitter and grown by the scale jitter.  pysot precrops GOT-10k and LaSOT to
 once, so that a GPU is not starved by JPEG decoding of 1280x720 frames; here it also makes the
 data small enough to ship to another machine.
 
-The output is an OTB-style folder (``<out>/<seq>/img/00000001.jpg`` + ``groundtruth.txt``, the
+``--data`` takes what cract-train's does, a split too: ``--data @train`` precrops the whole
+training split (cract_core/datasets/splits.py).  The output is an OTB-style folder (``<out>/<seq>/img/00000001.jpg`` + ``groundtruth.txt``, the
 sequence's ``source.json`` copied, or one naming its object class), so ``cract-train --data
 folder=<out>`` reads it with no new loader.  Each frame's square is ``reach * s_x`` image pixels around its own target box and keeps
 the image's resolution, shrunk only where that square is wider than ``reach * search_size`` pixels
@@ -16,8 +17,9 @@ every crop the sampler draws (with the aspect stretch ``search_aspect_max`` r th
 sqrt(r) further along one axis: use ``reach`` 1.8 sqrt(r), 2.5 for r = 2).  Frames without a visible target are written as 2x2 images with a
 zero box, so frame numbers (and the sampler's frame gap) stay as they were.
 
+    python -m cract_core.train.precrop --config config/train_starter_lite0.yaml --data @train --out /data/precrop
     python -m cract_core.train.precrop --config config/train_starter_lite0.yaml \\
-        --data folder=../shared/data/sequences --exclude @validation --out /data/precrop
+        --data folder=../shared/data/sequences --exclude @validation --out /data/precrop_short
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ import numpy as np
 
 from cract_core.config import ConfigError, load_config
 from cract_core.geometry import context_size, crop_square, image_to_crop
-from cract_core.train.datasets import DatasetError, Sequence
+from cract_core.datasets import DatasetError, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,7 @@ def precrop_sequence(seq: Sequence, out_root: Path, spec: PrecropSpec, source_di
             image = cv2.imread(seq.frame_path(i), cv2.IMREAD_COLOR)
             if image is None:
                 raise DatasetError(f"{seq.name}: cannot read frame {seq.frame_path(i)}")
-            crop, box = precrop_frame(image, seq.boxes[i], spec)
+            crop, box = precrop_frame(image, seq.groundtruth[i], spec)
         ok, data = cv2.imencode(".jpg", crop, params)
         if not ok:
             raise DatasetError(f"{seq.name}: JPEG encoding failed for frame {i}")
@@ -121,14 +123,12 @@ def _one(args: tuple[Sequence, Path, PrecropSpec]) -> tuple[str, int, int]:
 
 
 def main(argv: Optional[Seq[str]] = None) -> int:
-    from cract_core.train.cli import _names, build_datasets  # one --data/--include/--exclude syntax
+    from cract_core.train.cli import add_data_arguments, data_from_arguments  # one --data syntax
 
     p = argparse.ArgumentParser(prog="python -m cract_core.train.precrop", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="experiment YAML: its tracker sizes and context amount set the squares")
-    p.add_argument("--data", action="append", required=True, metavar="NAME=PATH", help="as cract-train's --data")
-    p.add_argument("--include", action="append", metavar="NAMES")
-    p.add_argument("--exclude", action="append", metavar="NAMES")
+    add_data_arguments(p)  # as cract-train's --data (weights are ignored here)
     p.add_argument("--out", required=True, type=Path, help="output folder (OTB-style; read with --data folder=OUT)")
     p.add_argument("--reach", type=float, default=PrecropSpec.reach, help="square side / search context (default 1.8)")
     p.add_argument("--quality", type=int, default=PrecropSpec.jpeg_quality, help="JPEG quality (default 92)")
@@ -139,8 +139,8 @@ def main(argv: Optional[Seq[str]] = None) -> int:
         cfg = load_config(args.config)
         spec = PrecropSpec(cfg.tracker.context_amount, cfg.tracker.template_size, cfg.tracker.search_size,
                            args.reach, args.quality)
-        datasets, _ = build_datasets(args.data, _names(args.include), _names(args.exclude))
-    except (ConfigError, DatasetError, ValueError) as exc:
+        datasets, _ = data_from_arguments(args)
+    except (ConfigError, DatasetError, ValueError, FileNotFoundError) as exc:
         print(f"precrop: error: {exc}", file=sys.stderr)
         return 2
     if args.out.exists() and any(args.out.iterdir()):

@@ -16,7 +16,7 @@ from typing import Iterator, Optional, Sequence as Seq
 import numpy as np
 from torch.utils.data import Sampler
 
-from cract_core.train.datasets import DatasetError, Sequence, TrackingDataset
+from cract_core.datasets import DatasetError, Sequence, TrackingDataset
 
 __all__ = ["MixedSampler", "StepBatchSampler"]
 

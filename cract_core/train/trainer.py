@@ -45,7 +45,7 @@ from cract_core.checkpoint import load_checkpoint, restore_rng_state, save_check
 from cract_core.config import ExperimentConfig, config_from_dict, to_dict
 from cract_core.errors import CheckpointError
 from cract_core.train.augment import AugmentConfig
-from cract_core.train.datasets import TrackingDataset
+from cract_core.datasets import TrackingDataset
 from cract_core.train.pairs import PairDataset, collate_pairs
 from cract_core.train.sampler import StepBatchSampler
 

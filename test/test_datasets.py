@@ -1,14 +1,16 @@
-"""Sequence loaders on tiny fixture folders written in each benchmark's real layout."""
+"""Sequence loaders (training and evaluation share them) on tiny fixture folders written in each benchmark's real layout."""
 from __future__ import annotations
 
 import json
+import pickle
+import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from cract_core.eval import datasets as D
+from cract_core import datasets as D
 
 
 def _jpegs(folder: Path, names: list[str], size=(32, 24)) -> list[Path]:
@@ -23,6 +25,11 @@ def _jpegs(folder: Path, names: list[str], size=(32, 24)) -> list[Path]:
         assert cv2.imwrite(str(p), img)
         out.append(p)
     return out
+
+
+def _gray_jpeg(path: Path, w: int = 64, h: int = 48) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full((h, w, 3), 128, np.uint8))
 
 
 def _write(path: Path, text: str) -> Path:
@@ -103,7 +110,7 @@ def test_uav123_real_table_names_a_known_split():
 def test_uav123_unknown_subsequence_is_a_layout_error(tmp_path):
     _jpegs(tmp_path / "data_seq" / "UAV123" / "zzz", ["000001.jpg"])
     _write(tmp_path / "anno" / "UAV123" / "zzz_7.txt", "1,1,2,2\n")
-    with pytest.raises(D.LayoutError, match="zzz_7"):
+    with pytest.raises(D.DatasetError, match="zzz_7"):
         D.load_uav123(tmp_path)
 
 
@@ -208,7 +215,7 @@ def test_vot_mask_regions_are_refused(tmp_path):
     _jpegs(d / "color", ["00000001.jpg"])
     _write(d / "groundtruth.txt", "m10,10,5,5,0,1\n")
     _write(tmp_path / "list.txt", "ball\n")
-    with pytest.raises(D.LayoutError, match="mask"):
+    with pytest.raises(D.DatasetError, match="mask"):
         D.load_vot(tmp_path)
 
 
@@ -249,17 +256,17 @@ def test_errors_name_what_is_wrong(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         D.load_sequences(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(D.LayoutError, match="cannot tell"):
+    with pytest.raises(D.DatasetError, match="cannot tell"):
         D.load_sequences(tmp_path / "empty")
-    with pytest.raises(D.LayoutError, match="not a GOT-10k split"):
+    with pytest.raises(D.DatasetError, match="not a GOT-10k split"):
         D.load_sequences(tmp_path / "empty", "got10k")
     d = tmp_path / "bad" / "seq"
     _jpegs(d / "img", ["0001.jpg"])
     _write(d / "groundtruth.txt", "1,2,3\n")
-    with pytest.raises(D.LayoutError, match=r"groundtruth.txt:1: expected 4 numbers"):
+    with pytest.raises(D.DatasetError, match=r"groundtruth.txt:1: expected 4 numbers"):
         D.load_sequences(tmp_path / "bad", "folder")
     _write(d / "groundtruth.txt", "1,2,3,4\n")
-    with pytest.raises(D.LayoutError, match="no sequence named other"):
+    with pytest.raises(D.DatasetError, match="no sequence named other"):
         D.load_sequences(tmp_path / "bad", "folder", ["other"])
     with pytest.raises(ValueError, match="unknown benchmark"):
         D.load_sequences(tmp_path / "bad", "mot17")
@@ -278,5 +285,121 @@ def test_uav123_one_subset_at_a_time(tmp_path):
     assert default.attrs["subset"] == "UAV123" and len(default) == 3
     (long_term,) = D.load_uav123(tmp_path, subset="UAV20L")
     assert long_term.attrs["subset"] == "UAV20L" and len(long_term) == 2
-    with pytest.raises(D.LayoutError, match="no anno/UAV123_10fps"):
+    with pytest.raises(D.DatasetError, match="no anno/UAV123_10fps"):
         D.load_uav123(tmp_path, subset="UAV123_10fps")
+
+
+# ------------------------------------------------------------------ training views of the same loaders
+
+
+def test_read_boxes_separators_flags_and_errors(tmp_path: Path) -> None:
+    f = tmp_path / "gt.txt"
+    f.write_text("1,2,3,4\n5\t6\t7\t8\n\n9 10 11 12\n13\t14 15,16\nNaN,NaN,NaN,NaN\n")
+    boxes = D.read_boxes(f)
+    assert boxes.shape == (5, 4) and boxes.dtype == np.float64  # the blank line is skipped
+    assert boxes[:4].tolist() == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16]]
+    assert np.isnan(boxes[4]).all()
+    f.write_text("1,2,3,4\n1,2,x,4\n")
+    with pytest.raises(D.DatasetError, match=r"gt.txt:2: expected 4 numbers"):
+        D.read_boxes(f)
+    f.write_text("1,2,3,4\n1,2,3\n")
+    with pytest.raises(D.DatasetError, match=r"gt.txt:2: expected 4 numbers, got 3"):
+        D.read_boxes(f)
+    f.write_text("\n")
+    with pytest.raises(D.DatasetError, match="gt.txt is empty"):
+        D.read_boxes(f)
+    with pytest.raises(D.DatasetError, match="does not exist"):
+        D.read_boxes(tmp_path / "none.txt")
+    flags = tmp_path / "full_occlusion.txt"
+    flags.write_text("0,1,1,0")
+    assert D.read_flags(flags).tolist() == [0, 1, 1, 0]
+    flags.write_text("0\n1\n")
+    assert D.read_flags(flags).tolist() == [0, 1]
+    assert D.read_flags(tmp_path / "absent.label") is None
+
+
+def test_got10k_layout(tmp_path: Path) -> None:
+    root = tmp_path / "GOT-10k" / "train"
+    for name, absent in (("GOT-10k_Train_000001", [0, 1, 0]), ("GOT-10k_Train_000002", [1, 1, 1])):
+        seq = root / name
+        for i in range(3):
+            _gray_jpeg(seq / f"{i + 1:08d}.jpg")
+        (seq / "groundtruth.txt").write_text("1,2,10,12\n3,4,10,12\n5,6,10,12\n")
+        (seq / "absence.label").write_text("\n".join(map(str, absent)) + "\n")
+        (seq / "meta_info.ini").write_text("[METAINFO]\nobject_class: Bird\n")
+    (root / "list.txt").write_text("GOT-10k_Train_000001\nGOT-10k_Train_000002\n")
+    ds = D.make_dataset("got10k", tmp_path / "GOT-10k")  # the folder above train/ works too
+    assert len(ds) == 1  # the second sequence is absent throughout
+    seq = ds[0]
+    assert seq.visible.tolist() == [True, False, True] and seq.category == "bird"
+    assert Path(seq.frame_path(2)).name == "00000003.jpg" and Path(seq.frame_path(2)).is_file()
+    # Frame paths are made on demand, survive pickling (DataLoader workers) and head() cuts them.
+    assert isinstance(seq.frames, D.FramePattern)
+    copy = pickle.loads(pickle.dumps(seq))
+    assert [copy.frame_path(i) for i in range(3)] == [str(root / "GOT-10k_Train_000001" / f"{i:08d}.jpg") for i in (1, 2, 3)]
+    short = seq.head(2)
+    assert len(short.frames) == 2 and list(short.frames) == [seq.frame_path(0), seq.frame_path(1)]
+    assert short.visible.tolist() == [True, False]
+    with pytest.raises(IndexError, match="frame 3 of 3"):
+        seq.frame_path(3)
+
+
+def test_lasot_layout(tmp_path: Path) -> None:
+    seq = tmp_path / "airplane" / "airplane-1"
+    for i in range(4):
+        _gray_jpeg(seq / "img" / f"{i + 1:08d}.jpg")
+    (seq / "groundtruth.txt").write_text("1,2,10,12\n1,2,10,12\n1,2,10,12\n1,2,10,12\n")
+    (seq / "full_occlusion.txt").write_text("0,1,0,0")
+    (seq / "out_of_view.txt").write_text("0,0,1,0")
+    ds = D.make_dataset("lasot", tmp_path)
+    assert ds[0].visible.tolist() == [True, False, False, True] and ds[0].category == "airplane"
+    assert Path(ds[0].frame_path(3)).is_file()
+    with pytest.raises(D.DatasetError, match="no usable|no <class>"):
+        D.make_dataset("lasot", tmp_path, exclude=["airplane-*"])
+    # With the toolkit's testing_set.txt, training leaves the test sequences out; evaluation runs only them.
+    shutil.copytree(seq, tmp_path / "airplane" / "airplane-2")
+    (tmp_path / "testing_set.txt").write_text("airplane-2\n")
+    assert [s.name for s in D.make_dataset("lasot", tmp_path).sequences] == ["airplane-1"]
+    assert [s.name for s in D.load_sequences(tmp_path, "lasot")] == ["airplane-2"]
+
+
+def test_trackingnet_layout(tmp_path: Path) -> None:
+    chunk = tmp_path / "TRAIN_0"
+    for i in range(3):
+        _gray_jpeg(chunk / "frames" / "abc_1" / f"{i}.jpg")
+    (chunk / "anno").mkdir(parents=True)
+    (chunk / "anno" / "abc_1.txt").write_text("1,2,10,12\n1,2,0,0\n1,2,10,12\n")
+    ds = D.make_dataset("trackingnet", tmp_path)
+    assert ds[0].name == "TRAIN_0/abc_1" and ds[0].visible.tolist() == [True, False, True]
+    assert Path(ds[0].frame_path(0)).name == "0.jpg" and Path(ds[0].frame_path(2)).is_file()
+
+
+def test_bad_roots_and_kinds(tmp_path: Path) -> None:
+    with pytest.raises(D.DatasetError, match="does not exist"):
+        D.make_dataset("folder", tmp_path / "missing")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(D.DatasetError, match="not a folder"):
+        D.make_dataset("folder", tmp_path / "file")
+    with pytest.raises(D.DatasetError, match="unknown benchmark 'imagenet'"):
+        D.make_dataset("imagenet", tmp_path)
+    with pytest.raises(D.DatasetError, match="instances"):
+        D.make_dataset("coco", tmp_path)
+
+
+def test_category_from_name() -> None:
+    assert D.category_from_name("uav_group1_1") == "person"
+    assert D.category_from_name("uav_car14_b") == "vehicle"
+    assert D.category_from_name("otb_bird2") == "bird"
+
+
+def test_shared_folder_excludes_validation(shared_sequences_dir: Path) -> None:
+    ds = D.make_dataset("folder", shared_sequences_dir, exclude=D.VALIDATION4)
+    names = {s.name for s in ds.sequences}
+    assert not names & set(D.VALIDATION4)
+    assert {"uav_group1_1", "uav_car10"} <= names and len(names) >= 25
+    assert all(s.visible.all() for s in ds.sequences)  # README: no frame is marked absent
+    only = D.make_dataset("folder", shared_sequences_dir, only=["uav_group*"])
+    assert {s.name for s in only.sequences} == {s for s in names if s.startswith("uav_group")}
+    assert {s.category for s in only.sequences} == {"person"}
+    with pytest.raises(D.DatasetError, match="no sequence named no_such_sequence"):
+        D.make_dataset("folder", shared_sequences_dir, only=["no_such_sequence"])
