@@ -72,6 +72,37 @@ def test_nanotrack_needs_its_model_files(tmp_path):
         trk.create("nanotrack", nanotrack_backbone=str(tmp_path / "b.onnx"), nanotrack_neckhead=str(tmp_path / "h.onnx"))
 
 
+def test_vittrack_needs_its_model_file(tmp_path):
+    with pytest.raises(trk.TrackerUnavailableError, match="--vittrack-model"):
+        trk.create("vittrack")
+    with pytest.raises(trk.TrackerUnavailableError, match="does not exist"):
+        trk.create("vittrack", vittrack_model=str(tmp_path / "vit.onnx"))
+
+
+@pytest.mark.parametrize("name", ["nanotrack", "vittrack"])
+def test_pretrained_opencv_baselines_follow_a_real_target(name, shared_sequence):
+    """NanoTrack V2 and VitTrack, the small pretrained trackers a user would pick, on uav_boat5's
+    first 20 frames with the authors' model files from ../shared/models."""
+    from conftest import load_sequence, require_shared_model
+
+    if name == "nanotrack":
+        options = {"nanotrack_backbone": str(require_shared_model("nanotrack_v2/nanotrack_backbone_sim_v2.onnx")),
+                   "nanotrack_neckhead": str(require_shared_model("nanotrack_v2/nanotrack_head_sim_v2.onnx"))}
+    else:
+        options = {"vittrack_model": str(require_shared_model("vittrack/vitTracker.onnx"))}
+    frames, gt = load_sequence(shared_sequence("uav_boat5"), 20)
+    t = trk.create(name, **options)
+    t.init(frames[0], gt[0])
+    boxes, confidences = [gt[0]], []
+    for img in frames[1:]:
+        box, conf = trk.split_result(t.update(img))
+        boxes.append(box)
+        confidences.append(conf)
+    assert M.frame_iou(np.asarray(boxes), gt).mean() > 0.5
+    # both score their output (OpenCV's getTrackingScore), unlike CSRT / KCF / MIL
+    assert all(c is not None and 0.0 <= c <= 1.0 for c in confidences)
+
+
 def test_split_result_accepts_a_box_or_a_box_and_confidence():
     b, c = trk.split_result(np.array([1, 2, 3, 4]))
     assert b.tolist() == [1, 2, 3, 4] and c is None
