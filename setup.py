@@ -20,6 +20,8 @@ setup(
         "console_scripts": [
             # the same entry point CMake installs as lib/cract/tracker_node
             "cract-tracker-node=cract_ros.node:main",
+            # TrackedObject -> Twist / TwistStamped for a following vehicle (lib/cract/follower_node in CMake)
+            "cract-follower=cract_ros.follower:main",
             # rosbag2: sequences to bags, lock-step / real-time evaluation of bags (cract_ros/bag_eval.py)
             "cract-bag=cract_ros.bag_eval:main",
             # the evaluation toolkit and the training pipeline of cract_core
