@@ -338,6 +338,8 @@ def release_memory() -> None:
 
 
 # --------------------------------------------------------------------------------------------
+
+
 class TrackerNode(LifecycleNode):
     """The cract tracker as a ROS 2 lifecycle node (see the module docstring for states and threads)."""
 

@@ -9,6 +9,7 @@ are bounded (a failure, never a timing threshold on performance).
 """
 from __future__ import annotations
 
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -29,7 +30,7 @@ from std_srvs.srv import Trigger
 import rclpy
 from cract.msg import TrackedObject
 from cract.srv import SetTarget
-from cract_ros.process import DEFAULT_PARAMS_FILE, start_node, stop_node
+from cract_ros.process import DEFAULT_PARAMS_FILE, REPO_ROOT, node_command, stop_node
 from cract_ros.sequence import stamp_of
 
 START_TIMEOUT = 180.0  # model load + warm-up on a busy 2-core machine
@@ -45,37 +46,19 @@ def key(stamp: Any) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
-class NodeUnderTest:
-    """A node process plus the test side's rclpy node that talks to it."""
+class ProcessUnderTest:
+    """A node's process (its output in a log file) plus the test side's rclpy node and executor."""
 
-    def __init__(self, log_dir: Path, overrides: dict, name: str) -> None:
+    def __init__(self, log_dir: Path, name: str, command: list[str]) -> None:
         self.ns = f"/t_{name}_{uuid.uuid4().hex[:6]}"
         self.log_path = log_dir / f"{name}.log"
         self.log = self.log_path.open("w")
-        self.proc = start_node(DEFAULT_PARAMS_FILE, overrides, namespace=self.ns, log=self.log)
-        self.fqn = f"{self.ns}/cract_tracker"
+        self.proc = subprocess.Popen(command + ["-r", f"__ns:={self.ns}"], stdout=self.log, stderr=subprocess.STDOUT,
+                                     cwd=str(REPO_ROOT))
         self.expected_exit = 0  # the exit code the fixture expects at the end
         self.node = rclpy.create_node(f"tester_{name}_{uuid.uuid4().hex[:6]}")
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
-        self.results: list[TrackedObject] = []
-        self.debug_images: list[Image] = []
-        self.diagnostics: list[DiagnosticStatus] = []
-        self.camera = self.node.create_publisher(Image, f"{self.ns}/image", qos_profile_sensor_data)
-        self.camera_info = self.node.create_publisher(CameraInfo, f"{self.ns}/camera_info", qos_profile_sensor_data)
-        self.node.create_subscription(TrackedObject, f"{self.fqn}/tracked_object", self.results.append, 100)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
-        self.set_target = self.node.create_client(SetTarget, f"{self.fqn}/set_target")
-        self.clear_target = self.node.create_client(Trigger, f"{self.fqn}/clear_target")
-        self.set_params = self.node.create_client(SetParameters, f"{self.fqn}/set_parameters")
-        self.get_params = self.node.create_client(GetParameters, f"{self.fqn}/get_parameters")
-        self.change_state_client = self.node.create_client(ChangeState, f"{self.fqn}/change_state")
-        self.get_state_client = self.node.create_client(GetState, f"{self.fqn}/get_state")
-        self.transitions_client = self.node.create_client(GetAvailableTransitions,
-                                                          f"{self.fqn}/get_available_transitions")
-
-    def _on_diag(self, msg: DiagnosticArray) -> None:
-        self.diagnostics.extend(s for s in msg.status if s.hardware_id == self.fqn)
 
     def log_text(self) -> str:
         if not self.log.closed:
@@ -95,6 +78,39 @@ class NodeUnderTest:
         if not value:
             pytest.fail(f"timed out after {timeout} s waiting for {what}; node log:\n{self.log_text()[-4000:]}")
         return value
+
+    def close(self) -> int:
+        code = stop_node(self.proc)
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.log.close()
+        return code
+
+
+class NodeUnderTest(ProcessUnderTest):
+    """The tracker node's process plus the test side that talks to it."""
+
+    def __init__(self, log_dir: Path, overrides: dict, name: str) -> None:
+        super().__init__(log_dir, name, node_command(DEFAULT_PARAMS_FILE, overrides))
+        self.fqn = f"{self.ns}/cract_tracker"
+        self.results: list[TrackedObject] = []
+        self.debug_images: list[Image] = []
+        self.diagnostics: list[DiagnosticStatus] = []
+        self.camera = self.node.create_publisher(Image, f"{self.ns}/image", qos_profile_sensor_data)
+        self.camera_info = self.node.create_publisher(CameraInfo, f"{self.ns}/camera_info", qos_profile_sensor_data)
+        self.node.create_subscription(TrackedObject, f"{self.fqn}/tracked_object", self.results.append, 100)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+        self.set_target = self.node.create_client(SetTarget, f"{self.fqn}/set_target")
+        self.clear_target = self.node.create_client(Trigger, f"{self.fqn}/clear_target")
+        self.set_params = self.node.create_client(SetParameters, f"{self.fqn}/set_parameters")
+        self.get_params = self.node.create_client(GetParameters, f"{self.fqn}/get_parameters")
+        self.change_state_client = self.node.create_client(ChangeState, f"{self.fqn}/change_state")
+        self.get_state_client = self.node.create_client(GetState, f"{self.fqn}/get_state")
+        self.transitions_client = self.node.create_client(GetAvailableTransitions,
+                                                          f"{self.fqn}/get_available_transitions")
+
+    def _on_diag(self, msg: DiagnosticArray) -> None:
+        self.diagnostics.extend(s for s in msg.status if s.hardware_id == self.fqn)
 
     def wait_ready(self) -> None:
         self.spin_until(lambda: self.set_target.service_is_ready(), START_TIMEOUT, "the node's ~/set_target")
@@ -165,13 +181,6 @@ class NodeUnderTest:
         """The node's services as the ROS graph lists them."""
         names = self.node.get_service_names_and_types_by_node(self.fqn.rsplit("/", 1)[1], self.ns)
         return {name for name, _ in names}
-
-    def close(self) -> int:
-        code = stop_node(self.proc)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.log.close()
-        return code
 
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -45,13 +44,12 @@ from builtin_interfaces.msg import Time as TimeMsg  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import Twist, TwistStamped  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 
 from cract.msg import TrackedObject  # noqa: E402
 from cract_ros.follow_demo import follower_command  # noqa: E402
-from cract_ros.process import stop_node  # noqa: E402
+from node_harness import ProcessUnderTest  # noqa: E402
 
 TRACKING, LOST, IDLE = TrackedObject.TRACKING, TrackedObject.LOST, TrackedObject.IDLE
 
@@ -65,18 +63,9 @@ def t_msg(seconds: float) -> TimeMsg:
     return TimeMsg(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
-class FollowerUnderTest:
+class FollowerUnderTest(ProcessUnderTest):
     def __init__(self, log_dir: Path, overrides: dict) -> None:
-        import subprocess
-
-        self.ns = f"/t_follow_{uuid.uuid4().hex[:6]}"
-        self.log_path = log_dir / "follower.log"
-        self.log = self.log_path.open("w")
-        self.proc = subprocess.Popen(follower_command({"use_sim_time": True, **overrides}, self.ns), stdout=self.log,
-                                     stderr=subprocess.STDOUT, cwd=str(ROOT))
-        self.node = rclpy.create_node(f"tester_{uuid.uuid4().hex[:6]}")
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(self.node)
+        super().__init__(log_dir, "follower", follower_command({"use_sim_time": True, **overrides}, ""))
         self.clock = self.node.create_publisher(Clock, "/clock", 10)
         self.tracked = self.node.create_publisher(TrackedObject, f"{self.ns}/cract_tracker/tracked_object", 10)
         self.twists: list[Twist] = []
@@ -90,17 +79,6 @@ class FollowerUnderTest:
     def _on_diag(self, msg: DiagnosticArray) -> None:
         if any(s.hardware_id == f"{self.ns}/cract_follower" for s in msg.status):
             self.diagnostics.append(msg)
-
-    def spin_until(self, predicate, timeout: float, what: str):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            if self.proc.poll() is not None:
-                pytest.fail(f"follower exited with {self.proc.returncode} waiting for {what}:\n{self.log_path.read_text()}")
-            self.executor.spin_once(timeout_sec=0.02)
-        pytest.fail(f"timed out waiting for {what}; follower log:\n{self.log_path.read_text()[-3000:]}")
 
     def tick(self, seconds: float) -> None:
         """/clock = seconds, and wait until the follower's clock has it: its /diagnostics (every
@@ -131,13 +109,6 @@ class FollowerUnderTest:
             parameters=[Parameter(name, value=value).to_parameter_msg()]))
         self.spin_until(future.done, 30.0, f"set {name}")
         return future.result().results[0]
-
-    def close(self) -> int:
-        code = stop_node(self.proc)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        self.log.close()
-        return code
 
 
 def command(cmd: TwistStamped) -> tuple[float, float, float, float]:
@@ -193,7 +164,7 @@ def test_commands_and_safety_over_dds(rclpy_init, tmp_path) -> None:
         assert command(zero) == (0.0, 0.0, 0.0, 0.0)
         assert t + 0.5 < stamp_s(zero.header.stamp) <= t + 0.8 + 1e-6
         assert len(fut.stamped) == n + 1, "one zero command, then silence"
-        assert "no TrackedObject for" in fut.log_path.read_text()
+        assert "no TrackedObject for" in fut.log_text()
 
         # gains change at run time; bad values and start-up parameters are refused with the reason
         assert fut.set("yaw.kp", 1.0).successful
