@@ -91,7 +91,12 @@ class TrackerConfig:
     lost_confidence: float = 0.2  # final score below this for lost_frames frames: LOST
     lost_frames: int = 3
     found_confidence: float = 0.5  # when LOST, a candidate above this re-acquires the target
-    lost_search_growth: float = 1.5  # search region grows by this each LOST frame, up to the whole frame
+    # While LOST: "scan" searches one crop a frame at the tracking scale, alternating the last position
+    # with the tiles of a grid over the image (re-detection at the cost of an ordinary frame);
+    # "grow" enlarges the one search region each frame up to the whole image (squeezed into one crop,
+    # so a small target gets too small to be found).
+    lost_search: Literal["scan", "grow"] = "scan"
+    lost_search_growth: float = 1.5  # "grow": the search region grows by this each LOST frame
     min_box_size: float = 2.0
 
 

@@ -97,6 +97,26 @@ def check_image(image: Any) -> np.ndarray:
     return image
 
 
+# While LOST the scan's tiles are this fraction of the search side apart: the proposal grid reaches
+# 0.44 of the side from a crop's centre (15 points, stride 16, on 255), so tiles 0.8 apart leave no gap.
+SCAN_TILE_STRIDE = 0.8
+
+
+def scan_tiles(side: float, width: int, height: int, start: np.ndarray) -> list[np.ndarray]:
+    """Centres of search crops of ``side`` that cover a ``width`` x ``height`` image, nearest to
+    ``start`` first (ties in row-major order, so the order is deterministic)."""
+    stride = SCAN_TILE_STRIDE * side
+
+    def axis(length: int) -> np.ndarray:
+        n = max(1, math.ceil(length / stride))
+        # n tiles spread evenly so that the first and last reach the image borders
+        return np.array([length / 2.0]) if n == 1 else np.linspace(stride / 2, length - stride / 2, n)
+
+    centers = [np.array([x, y]) for y in axis(height) for x in axis(width)]
+    distance = [float(np.hypot(*(c - start))) for c in centers]
+    return [centers[i] for i in sorted(range(len(centers)), key=lambda i: (round(distance[i], 6), i))]
+
+
 def _change(r: np.ndarray) -> np.ndarray:
     return np.maximum(r, 1.0 / r)
 
@@ -163,6 +183,7 @@ class Tracker:
         self._state = TrackState.IDLE
         self._low_count = 0
         self._lost_growth = 1.0
+        self._lost_frames = 0
         self._pad = None
         self._rng = np.random.default_rng(0)
 
@@ -213,9 +234,26 @@ class Tracker:
     def _search_side(self, image_shape: tuple[int, ...]) -> float:
         t = self.cfg.tracker
         side = geometry.context_size(self._size[0], self._size[1], t.context_amount) * t.search_size / t.template_size
-        if self._state == TrackState.LOST:
+        if self._state == TrackState.LOST and t.lost_search == "grow":
             side = min(side * self._lost_growth, MAX_SEARCH_FRACTION * max(image_shape[0], image_shape[1]))
         return side
+
+    def _search_center(self, side: float, image_shape: tuple[int, ...]) -> np.ndarray:
+        """Where this frame's search crop is centred: the last position, or, while LOST with
+        ``lost_search: scan``, every other frame the next tile of a grid over the image.
+
+        The scan keeps the tracking scale (a target squeezed with the whole frame into one crop is
+        too small to be found again) and one crop a frame (a LOST frame costs what any frame
+        costs).  Tiles are visited nearest-first from where the target was lost, alternating with
+        the last position itself (an occluded target tends to reappear where it went).
+        """
+        if self._state != TrackState.LOST or self.cfg.tracker.lost_search != "scan":
+            return self._center.copy()
+        self._lost_frames += 1
+        if self._lost_frames % 2 == 1:
+            return self._center.copy()
+        tiles = scan_tiles(side, image_shape[1], image_shape[0], self._center)
+        return tiles[(self._lost_frames // 2 - 1) % len(tiles)]
 
     # ------------------------------------------------------------------ init
     def init(self, image: np.ndarray, box: Any) -> TrackResult:
@@ -261,7 +299,7 @@ class Tracker:
         crop, scale = geometry.crop_square(image, tuple(self._center), side, tcfg.search_size, self._pad)
         with torch.no_grad():
             phi_x = self.net.extract(self._to_tensor(crop))
-            target = self._box_in_crop(scale)
+            target = self._box_in_crop(self._center, scale)
             boxes, labels = sample_boxes(target, ocfg.init_positives, ocfg.init_negatives, self._rng,
                                          ocfg.positive_iou, ocfg.negative_iou, bounds=(tcfg.search_size, tcfg.search_size))
             hard = self._hard_negative_boxes(phi_x, target, scale, count=ocfg.hard_negatives)
@@ -277,9 +315,11 @@ class Tracker:
         self.online.initialize(feats, torch.as_tensor(labels, device=self.device), frame_index=0)
         timings["discriminator_init_ms"] = (time.perf_counter() - t0) * 1e3
 
-    def _box_in_crop(self, scale: float) -> np.ndarray:
+    def _box_in_crop(self, crop_center: np.ndarray, scale: float) -> np.ndarray:
+        """The tracked box in the pixels of the search crop centred at ``crop_center`` (the box has
+        moved since the crop was cut: D's samples must sit where the target is in that crop)."""
         box = np.array([self._center[0] - self._size[0] / 2, self._center[1] - self._size[1] / 2, *self._size])
-        return geometry.image_to_crop(box, tuple(self._center), scale, self.cfg.tracker.search_size)
+        return geometry.image_to_crop(box, tuple(crop_center), scale, self.cfg.tracker.search_size)
 
     def _hard_negative_boxes(self, phi_x: torch.Tensor, target_crop_xywh: np.ndarray, scale: float, count: int) -> np.ndarray:
         """Strong RPN proposals that are not the target (look-alikes in the same frame)."""
@@ -320,7 +360,8 @@ class Tracker:
         self._center = np.clip(self._center, [0, 0], [w_img, h_img])
 
         side = self._search_side(image.shape)
-        crop, scale = geometry.crop_square(image, tuple(self._center), side, tcfg.search_size, self._pad)
+        crop_center = self._search_center(side, image.shape)
+        crop, scale = geometry.crop_square(image, tuple(crop_center), side, tcfg.search_size, self._pad)
         t0 = time.perf_counter()
         timings["crop"] = (t0 - t_start) * 1e3
         with torch.no_grad():
@@ -368,19 +409,19 @@ class Tracker:
             if self._state == TrackState.LOST:
                 self._state = TrackState.TRACKING
                 self._low_count = 0
-            self._move_to(chosen_crop, scale, confidence, (w_img, h_img))
+            self._move_to(chosen_crop, crop_center, scale, confidence, (w_img, h_img))
         box = self.current_box((w_img, h_img))
 
         updated = False
         t4 = time.perf_counter()
         if self.online is not None and self._uses_discriminator():
-            updated = self._online_step(frame, phi_x, props, adjusted, scale, confidence)
+            updated = self._online_step(frame, phi_x, props, adjusted, crop_center, scale, confidence)
         timings["update"] = (time.perf_counter() - t4) * 1e3
         timings["total"] = (time.perf_counter() - t_start) * 1e3
         details = {
             "proposals_crop_xyxy": props.cpu().numpy(), "coarse": adjusted.cpu().numpy(), "rpn": raw_c.cpu().numpy(),
             "identity": identity.cpu().numpy(), "tau": tau.cpu().numpy(), "final": final.cpu().numpy(),
-            "best": best, "search_side": side,
+            "best": best, "search_side": side, "search_center": crop_center,
         }
         return TrackResult(box, confidence, self._state, frame, timings, updated, version, details)
 
@@ -417,15 +458,17 @@ class Tracker:
         if self._low_count >= tcfg.lost_frames:
             self._state = TrackState.LOST
             self._lost_growth = tcfg.lost_search_growth
+            self._lost_frames = 0
         elif confidence < tcfg.low_confidence:
             self._state = TrackState.LOW_CONFIDENCE
         else:
             self._state = TrackState.TRACKING
 
-    def _move_to(self, chosen_crop_xywh: np.ndarray, scale: float, confidence: float, image_size: tuple[int, int]) -> None:
+    def _move_to(self, chosen_crop_xywh: np.ndarray, crop_center: np.ndarray, scale: float, confidence: float,
+                 image_size: tuple[int, int]) -> None:
         """Centre follows the chosen box; size is smoothed with a rate scaled by the confidence."""
         tcfg = self.cfg.tracker
-        box = geometry.crop_to_image(chosen_crop_xywh, tuple(self._center), scale, tcfg.search_size)
+        box = geometry.crop_to_image(chosen_crop_xywh, tuple(crop_center), scale, tcfg.search_size)
         lr = tcfg.size_lr * confidence
         w_img, h_img = image_size
         self._center = np.array([box[0] + box[2] / 2, box[1] + box[3] / 2])
@@ -445,12 +488,12 @@ class Tracker:
         return np.array([x1, y1, max(x2 - x1, 0.0), max(y2 - y1, 0.0)])
 
     def _online_step(self, frame: int, phi_x: torch.Tensor, props: torch.Tensor, coarse: torch.Tensor,
-                     scale: float, confidence: float) -> bool:
+                     crop_center: np.ndarray, scale: float, confidence: float) -> bool:
         """Collect samples every K frames (cheap, here) and let the learner decide on an update."""
         ocfg = self.cfg.online
         if frame % ocfg.update_interval == 0 and self._state == TrackState.TRACKING:
             tcfg = self.cfg.tracker
-            target = self._box_in_crop(scale)
+            target = self._box_in_crop(crop_center, scale)
             boxes, labels = sample_boxes(target, ocfg.update_positives, ocfg.update_negatives, self._rng,
                                          ocfg.positive_iou, ocfg.negative_iou, bounds=(tcfg.search_size, tcfg.search_size))
             hard = self._distractors(props, coarse, target)

@@ -13,7 +13,7 @@ import torch
 from cract_core.config import ConfigError, load_config, default_config_path
 from cract_core.errors import InvalidInputError, NotInitializedError
 from cract_core.geometry import InvalidBoxError
-from cract_core.tracker import MAX_SEARCH_FRACTION, Tracker, TrackState
+from cract_core.tracker import MAX_SEARCH_FRACTION, Tracker, TrackState, scan_tiles
 from conftest import load_sequence
 
 VALIDATION = ["otb_bird2", "otb_woman", "uav_boat5", "uav_person11"]
@@ -176,8 +176,10 @@ def test_image_size_change_mid_sequence(tracker):
 
 
 def test_lost_target_search_grows_to_the_whole_frame(cfg):
-    """With thresholds no score can reach, the tracker declares LOST after lost_frames frames and
-    its search region grows each frame, up to MAX_SEARCH_FRACTION of the larger image side."""
+    """``lost_search: grow``: with thresholds no score can reach, the tracker declares LOST after
+    lost_frames frames and its search region grows each frame, up to MAX_SEARCH_FRACTION of the
+    larger image side."""
+    cfg = replace(cfg, tracker=replace(cfg.tracker, lost_search="grow"))
     with Tracker.from_config(cfg, device="cpu") as t:
         t.init(synthetic_frame(640, 480), [300, 220, 30, 30])
         t.set_params(lost_confidence=1.0, low_confidence=1.0, found_confidence=1.0)
@@ -192,6 +194,48 @@ def test_lost_target_search_grows_to_the_whole_frame(cfg):
         lost_sides = sides[lost_frames:]
         assert all(b >= a for a, b in zip(lost_sides, lost_sides[1:])) and lost_sides[-1] > sides[0] * 2
         assert lost_sides[-1] == pytest.approx(MAX_SEARCH_FRACTION * 640)
+
+
+def test_scan_tiles_cover_the_image_nearest_first():
+    # side 100 on a 300 x 150 image: stride 80, ceil(300 / 80) = 4 columns from x 40 to 260,
+    # ceil(150 / 80) = 2 rows at y 40 and 110
+    tiles = scan_tiles(100.0, 300, 150, np.array([250.0, 100.0]))
+    xs = sorted({float(t[0]) for t in tiles})
+    ys = sorted({float(t[1]) for t in tiles})
+    assert xs == pytest.approx([40.0, 113.3333, 186.6667, 260.0], abs=1e-3) and ys == pytest.approx([40.0, 110.0])
+    assert len(tiles) == 8
+    assert tiles[0].tolist() == pytest.approx([260.0, 110.0])  # nearest to (250, 100)
+    d = [float(np.hypot(*(t - [250.0, 100.0]))) for t in tiles]
+    assert d == sorted(d)
+    # every pixel is within 0.44 side (the proposal grid's reach) of some tile centre
+    grid = np.stack(np.meshgrid(np.arange(300), np.arange(150)), -1).reshape(-1, 2)
+    reach = np.min(np.abs(grid[:, None, :] - np.array(tiles)[None]).max(axis=2), axis=1)
+    assert reach.max() <= 0.44 * 100
+    # a search region larger than the image: one tile, its centre
+    assert [t.tolist() for t in scan_tiles(500.0, 300, 150, np.array([0.0, 0.0]))] == [[150.0, 75.0]]
+
+
+def test_lost_target_scan_keeps_the_tracking_scale_and_visits_every_tile(cfg):
+    """``lost_search: scan`` (the default): once LOST, every frame searches one crop of the tracking
+    side, every other one at the last position and in between the tiles of the grid, nearest first."""
+    assert cfg.tracker.lost_search == "scan"
+    with Tracker.from_config(cfg, device="cpu") as t:
+        t.init(synthetic_frame(640, 480), [300, 220, 30, 30])
+        t.set_params(lost_confidence=1.0, low_confidence=1.0, found_confidence=1.0)
+        results = [t.track(synthetic_frame(640, 480, seed=i + 1)) for i in range(40)]
+    first_lost = next(i for i, r in enumerate(results) if r.state == TrackState.LOST)
+    # the box no longer moves once LOST: its side and centre are those of the frame that lost it
+    tracking_side = results[first_lost].details["search_side"]
+    last_position = results[first_lost].details["search_center"]
+    lost = results[first_lost + 1:]
+    assert all(r.state == TrackState.LOST for r in lost)
+    assert all(r.details["search_side"] == pytest.approx(tracking_side) for r in lost)
+    tiles = scan_tiles(tracking_side, 640, 480, last_position)
+    centers = [r.details["search_center"] for r in lost]
+    assert all(np.allclose(c, last_position, atol=1e-6) for c in centers[0::2])  # box never moved
+    visited = centers[1::2]
+    n = min(len(visited), len(tiles))
+    assert all(np.allclose(a, b) for a, b in zip(visited[:n], tiles[:n]))
 
 
 def test_set_params_validates_and_applies(tracker):
