@@ -7,6 +7,7 @@ from PyPI here.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,13 +48,36 @@ def start_node(params_file: Path | str = DEFAULT_PARAMS_FILE, overrides: Optiona
                             env={**os.environ, **(env or {})}, cwd=str(REPO_ROOT))
 
 
+def native_stacks(pid: int, timeout: float = 60.0) -> str:
+    """Every thread's native (C/C++) backtrace of a live process, by gdb in batch mode; "" when gdb
+    is not installed or cannot attach. For a process that hangs where Python cannot look (a C++
+    destructor at exit, a lock held with the GIL)."""
+    gdb = shutil.which("gdb")
+    if gdb is None:
+        return ""
+    try:
+        out = subprocess.run([gdb, "-p", str(pid), "-batch", "-nx", "-ex", "set pagination off",
+                              "-ex", "thread apply all bt"], capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"gdb could not attach to {pid}: {exc}"
+    return out.stdout + out.stderr
+
+
 def stop_node(proc: subprocess.Popen, timeout: float = 20.0) -> int:
-    """SIGINT (a clean rclpy shutdown), then SIGKILL after `timeout`; returns the exit code."""
+    """SIGINT (a clean rclpy shutdown); a process still there after `timeout` is a hang: its native
+    stacks (gdb, when installed) and Python stacks (SIGABRT: the node's faulthandler prints every
+    thread) go to stderr and the node's log, then SIGKILL. Returns the exit code."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            stacks = native_stacks(proc.pid)
+            sys.stderr.write(f"process {proc.pid} still running {timeout:.0f} s after SIGINT; native stacks:\n{stacks}\n")
+            proc.send_signal(signal.SIGABRT)
+            try:
+                proc.wait(5.0)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     return proc.returncode
