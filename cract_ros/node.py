@@ -49,6 +49,7 @@ diagnostics_period_s: at process start only).
 from __future__ import annotations
 
 import collections
+import collections.abc
 import ctypes
 import ctypes.util
 import faulthandler
@@ -68,6 +69,8 @@ from builtin_interfaces.msg import Time as TimeMsg
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.clock import JumpThreshold, TimeJump
+from rclpy.duration import Duration
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -164,6 +167,11 @@ def format_stamp(stamp: Any) -> str:
     return f"{int(stamp.sec)}.{int(stamp.nanosec):09d}"
 
 
+def format_ns(ns: int) -> str:
+    sec, nsec = divmod(int(ns), 1_000_000_000)
+    return f"{sec}.{nsec:09d}"
+
+
 def percentile(values: Any, q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else float("nan")
 
@@ -175,6 +183,47 @@ def check_parameters(values: dict) -> list[str]:
         problems.append(f"lost_confidence ({values['lost_confidence']}) must be <= low_confidence "
                         f"({values['low_confidence']})")
     return problems
+
+
+MIN_TARGET_PX = 2.0  # a target under this many pixels (wide or high, inside the image) is refused
+
+
+def target_box_problem(box: Any, image_size: tuple[int, int]) -> str:
+    """Why a requested target box (x, y, w, h in pixels) cannot be tracked in an image of
+    (width, height), or "" when it can (a box partly outside is clipped by the tracker).
+
+    The same rule as the tracker's own (cract_core.geometry.clip_box_to_image), checked before the
+    request reaches the tracker's thread: a bad box is answered at once and never costs a frame.
+    """
+    from cract_core.geometry import InvalidBoxError, clip_box_to_image  # torch is loaded by now (configured)
+
+    values = np.asarray(box, dtype=np.float64).reshape(-1)
+    if values.size != 4 or not np.all(np.isfinite(values)):
+        return f"box {values.tolist()} has NaN or infinite values" if values.size == 4 else \
+            f"box must be 4 numbers, got {values.size}"
+    if values[2] < MIN_TARGET_PX or values[3] < MIN_TARGET_PX:
+        return f"box size {values[2]:g}x{values[3]:g} is under {MIN_TARGET_PX:g} px"
+    try:
+        clip_box_to_image(values, image_size, MIN_TARGET_PX)
+    except InvalidBoxError as exc:
+        return str(exc)
+    return ""
+
+
+def find_frame(frames: "collections.abc.Sequence[Frame]", stamp_ns: int, capacity: int) -> tuple[Optional["Frame"], str]:
+    """The buffered frame a target request refers to: the newest one for stamp 0, else the newest
+    with exactly that stamp; (None, why not) when there is none. `capacity`: how many frames the
+    buffer keeps (for the reason)."""
+    if not frames:
+        return None, "no image received yet"
+    if stamp_ns == 0:
+        return frames[-1], ""
+    for frame in reversed(frames):
+        if frame.stamp_ns == stamp_ns:
+            return frame, ""
+    first, last = frames[0].header.stamp, frames[-1].header.stamp
+    return None, (f"no buffered frame with stamp {format_ns(stamp_ns)}: the node keeps the last {capacity} frames, "
+                  f"now {format_stamp(first)} to {format_stamp(last)}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,6 +242,13 @@ class Frame:
     def stamp_ns(self) -> int:
         return stamp_to_ns(self.header.stamp)
 
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the image: from the header of a raw image, by decoding a compressed one."""
+        if self.compressed:
+            h, w = self.bgr().shape[:2]
+            return w, h
+        return int(self.msg.width), int(self.msg.height)
+
     def bgr(self) -> np.ndarray:
         """Converted once, on first use (dropped frames are never converted)."""
         if self._bgr is None:
@@ -203,11 +259,12 @@ class Frame:
 @dataclass
 class Request:
     """A command for the tracker's thread; the caller may wait on `done`."""
-    kind: str  # "init", "clear", "params", "release" (deactivation)
+    kind: str  # "init", "clear", "params", "release" (deactivation), "time_jump" (the clock went back)
     frame: Optional[Frame] = None
     box: Optional[np.ndarray] = None
     params: dict = field(default_factory=dict)
     source: str = ""
+    waited: bool = False  # the caller waits for the answer (and counts a refusal itself)
     done: threading.Event = field(default_factory=threading.Event)
     cancelled: bool = False
     success: bool = False
@@ -375,6 +432,9 @@ class TrackerNode(LifecycleNode):
         self._state = TrackedObject.IDLE
         self._processed = 0
         self._bad_images = 0
+        self._refused_targets = 0  # ~/set_target and ~/target requests answered with a refusal
+        self._refused_parameters = 0  # parameter changes refused by the node's own checks
+        self._time_jumps = 0  # backward jumps of the node's clock (a bag or simulation restarted)
         self._errors = 0
         self._updates = 0
         self._frames_without_bearing = 0
@@ -406,6 +466,11 @@ class TrackerNode(LifecycleNode):
         self.create_timer(self.p["diagnostics_period_s"], self._publish_diagnostics, callback_group=self._timer_group)
         # registered after declaration, so start-up values went through check_parameters instead
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        # A bag played again from its start (or a simulation reset) sends /clock backwards: kept in
+        # the handle, or the callback is unregistered when the handle is collected
+        self._time_jump_handle = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=False),
+            post_callback=self._on_time_jump)
         self._autostart_timer = None
         if self.p["autostart"]:
             # in the default group, with the lifecycle services: a transition asked for over DDS
@@ -419,9 +484,11 @@ class TrackerNode(LifecycleNode):
         new, reason = apply_update(PARAMETERS, self.p, params, configurable=self.lifecycle_state == "unconfigured",
                                    state=self.lifecycle_state)
         if new is None:
+            self._refused_parameters += 1  # (parameter callbacks run one at a time: rclpy's own lock)
             return SetParametersResult(successful=False, reason=reason)
         problems = check_parameters(new)
         if problems:
+            self._refused_parameters += 1
             return SetParametersResult(successful=False, reason="; ".join(problems))
         changed = {k: v for k, v in new.items() if v != self.p[k]}
         self.p = new
@@ -674,6 +741,25 @@ class TrackerNode(LifecycleNode):
         else:
             self.get_logger().warning(text + " (repeated)", throttle_duration_sec=30.0)
 
+    def _on_time_jump(self, jump: TimeJump) -> None:
+        """The node's clock went back (use_sim_time and a bag restarted, or a simulation reset):
+        buffered frames belong to the old timeline (their stamps come again, meaning other
+        images), so they are forgotten at once, before a frame of the new timeline is stored; the
+        calibrations too; the target is dropped with one IDLE message by the tracker's thread
+        (the scene jumped: the old box means nothing now). Timers follow by themselves (rcl
+        restarts a timer's period at a backward jump)."""
+        try:
+            with self._cv:
+                self._time_jumps += 1
+                self._discard_frames()
+            self._calibrations = Calibrations(self.p["frame_buffer_size"], self.p["image_is_rectified"])
+            self.get_logger().warning(f"time jumped back by {-jump.delta.nanoseconds / 1e9:.3f} s (a bag or simulation "
+                                      f"restarted?): frame buffer cleared, target dropped; set a new target")
+            if self._thread is not None and self._thread.is_alive():
+                self._submit(Request("time_jump", source="clock"))
+        except Exception as exc:  # called from rcl inside the /clock callback: never raise into it
+            self.get_logger().error(f"time jump: {type(exc).__name__}: {exc}")
+
     def _enqueue(self, frame: Frame) -> None:
         with self._cv:
             if not self._active:
@@ -697,36 +783,41 @@ class TrackerNode(LifecycleNode):
 
     # ---------------------------------------------------------------- services (service group)
 
-    def _find_frame(self, stamp: TimeMsg) -> tuple[Optional[Frame], str]:
-        with self._cv:
-            frames = list(self._history)
-        if not frames:
-            topic = self._image_sub.topic_name if self._image_sub is not None else self.p["image_topic"]
-            return None, f"no image received yet on {topic}"
-        if stamp.sec == 0 and stamp.nanosec == 0:
-            return frames[-1], ""
-        want = stamp_to_ns(stamp)
-        for frame in reversed(frames):
-            if frame.stamp_ns == want:
-                return frame, ""
-        return None, (f"no buffered frame with stamp {format_stamp(stamp)}: the node keeps the last "
-                      f"{self._history.maxlen} frames, now {format_stamp(frames[0].header.stamp)} to "
-                      f"{format_stamp(frames[-1].header.stamp)}")
-
     def _request_init(self, x: float, y: float, w: float, h: float, stamp: TimeMsg, source: str,
                       wait: bool) -> tuple[bool, str]:
+        ok, message = self._request_init_unguarded(x, y, w, h, stamp, source, wait)
+        if not ok:
+            self._count_refused_target()
+        return ok, message
+
+    def _count_refused_target(self) -> None:
+        with self._cv:  # service threads (a reentrant group) and the tracker's thread all count here
+            self._refused_targets += 1
+
+    def _request_init_unguarded(self, x: float, y: float, w: float, h: float, stamp: TimeMsg, source: str,
+                                wait: bool) -> tuple[bool, str]:
         if not self._active:
             return False, (f"the node is {self.lifecycle_state}, not active: it takes a target only while active "
                            f"(ros2 lifecycle set {self.get_fully_qualified_name()} activate)")
         box = np.array([x, y, w, h], dtype=np.float64)
-        if not np.all(np.isfinite(box)):
+        if not np.all(np.isfinite(box)):  # before the frame look-up: a NaN box is refused with or without images
             return False, f"box {box.tolist()} has NaN or infinite values"
-        if w < 2.0 or h < 2.0:
-            return False, f"box size {w:g}x{h:g} is under 2 px"
-        frame, reason = self._find_frame(stamp)
+        with self._cv:
+            frames = list(self._history)
+        frame, reason = find_frame(frames, stamp_to_ns(stamp), self._history.maxlen or 0)
         if frame is None:
+            if not frames:
+                topic = self._image_sub.topic_name if self._image_sub is not None else self.p["image_topic"]
+                reason = f"{reason} on {topic}"
             return False, reason
-        request = self._submit(Request("init", frame=frame, box=box, source=source))
+        try:
+            size = frame.size()
+        except ImageConversionError as exc:
+            return False, f"the frame with stamp {format_stamp(frame.header.stamp)} is not usable: {exc}"
+        problem = target_box_problem(box, size)
+        if problem:
+            return False, problem
+        request = self._submit(Request("init", frame=frame, box=box, source=source, waited=wait))
         if not wait:
             return True, "queued"
         if not request.done.wait(self.p["init_timeout_s"]):
@@ -818,6 +909,9 @@ class TrackerNode(LifecycleNode):
                 request.finish(False, f"the node is {self.lifecycle_state}, not active")
                 return
             self._init_target(request)
+            if not request.success and not request.waited:  # ~/target: nobody waits for the answer
+                self._count_refused_target()
+                self.get_logger().warning(f"{request.source} refused: {request.message}", throttle_duration_sec=2.0)
         elif request.kind == "clear":
             was = self._target_set
             self._target_set = False
@@ -826,6 +920,9 @@ class TrackerNode(LifecycleNode):
         elif request.kind == "release":
             self._release_target()
             request.finish(True, "released")
+        elif request.kind == "time_jump":  # the frames went with the jump already (_on_time_jump)
+            self._release_target(discard_frames=False)
+            request.finish(True, "target dropped")
         elif request.kind == "params":
             if self._tracker is None:
                 request.finish(True, "stored for the next configure")
@@ -837,17 +934,28 @@ class TrackerNode(LifecycleNode):
                 self.get_logger().error(f"Tracker.set_params({request.params}) failed: {exc}")
                 request.finish(False, str(exc))
 
-    def _release_target(self) -> None:
-        """Deactivation: drop the target and the frames not yet tracked, and say so with one IDLE
-        TrackedObject (a follower then stops at once instead of waiting for its timeout)."""
+    def _discard_frames(self) -> str:
+        """Forget every buffered frame (the ones not yet tracked count as dropped); returns the
+        newest one's frame_id. Call with self._cv held."""
+        self._dropped += len(self._fifo) + (self._latest is not None)
+        self._fifo.clear()
+        self._latest = None
+        frame_id = self._history[-1].header.frame_id if self._history else ""
+        self._history.clear()
+        return frame_id
+
+    def _release_target(self, discard_frames: bool = True) -> None:
+        """Deactivation (and a jump back in time): drop the target and the frames not yet tracked,
+        and say so with one IDLE TrackedObject (a follower then stops at once instead of waiting
+        for its timeout)."""
         was = self._target_set
         self._target_set = False
         self._state = TrackedObject.IDLE
         with self._cv:
-            self._fifo.clear()
-            self._latest = None
-            frame_id = self._history[-1].header.frame_id if self._history else ""
-            self._history.clear()
+            if discard_frames:
+                frame_id = self._discard_frames()
+            else:
+                frame_id = self._history[-1].header.frame_id if self._history else ""
         if was and self._pub is not None:
             out = self._empty_message(TrackedObject.IDLE)
             out.header.frame_id = frame_id
@@ -1007,6 +1115,9 @@ class TrackerNode(LifecycleNode):
             "processed": str(self._processed),
             "dropped": str(dropped),
             "bad_images": str(self._bad_images),
+            "refused_targets": str(self._refused_targets),
+            "refused_parameters": str(self._refused_parameters),
+            "time_jumps": str(self._time_jumps),
             "errors": str(self._errors),
             "latency_ms_p50": f"{percentile(lat, 50):.2f}",
             "latency_ms_p95": f"{percentile(lat, 95):.2f}",
@@ -1129,6 +1240,9 @@ def main(args: Optional[list] = None) -> int:
     # CPython's default 5 ms switch interval the tracker thread then waits up to 5 ms at each of
     # its own ops (a convoy), and frames take seconds. A short interval lets the two interleave.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    # SIGSEGV/SIGABRT print every thread's Python stack (a supervisor or test that finds the node
+    # hung sends SIGABRT before SIGKILL: cract_ros.process.stop_node)
+    faulthandler.enable()
     rclpy.init(args=args)
     node: Optional[TrackerNode] = None
     code = 0
@@ -1148,10 +1262,14 @@ def main(args: Optional[list] = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        t_stop = time.monotonic()
         _exit_watchdog(SHUTDOWN_GRACE_S, code)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        sys.stderr.write(f"cract_tracker: main() done in {time.monotonic() - t_stop:.2f} s, exit code {code}; "
+                         f"threads left: {', '.join(t.name for t in threading.enumerate())}\n")
+        sys.stderr.flush()
     return code
 
 
