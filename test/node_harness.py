@@ -178,8 +178,13 @@ class NodeUnderTest(ProcessUnderTest):
         return {t.transition.label for t in res.available_transitions}
 
     def services(self) -> set[str]:
-        """The node's services as the ROS graph lists them."""
-        names = self.node.get_service_names_and_types_by_node(self.fqn.rsplit("/", 1)[1], self.ns)
+        """The node's services as the ROS graph lists them (none while discovery has not seen the node)."""
+        from rclpy.node import NodeNameNonExistentError
+
+        try:
+            names = self.node.get_service_names_and_types_by_node(self.fqn.rsplit("/", 1)[1], self.ns)
+        except NodeNameNonExistentError:
+            return set()
         return {name for name, _ in names}
 
 
