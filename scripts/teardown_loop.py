@@ -31,7 +31,8 @@ from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TESTS = ["test/test_ros_node.py", "test/test_ros_lifecycle.py"]
-MAIN_DONE = re.compile(r"cract_tracker: main\(\) done in ([0-9.]+) s, exit code (-?\d+)")
+# what the node prints when main() has shut down (the old build: "main() done in")
+MAIN_DONE = re.compile(r"cract_tracker: (?:shut down|main\(\) done) in ([0-9.]+) s, exit code (-?\d+)")
 
 
 def busy_loop() -> None:

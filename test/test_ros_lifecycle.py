@@ -117,6 +117,7 @@ def test_every_transition_over_dds_and_cleanup_frees_the_model(node_factory, wom
     # deactivate + cleanup: the model's memory comes back
     assert nut.change_state(Transition.TRANSITION_DEACTIVATE)
     assert nut.available_transitions() == {"activate", "cleanup", "shutdown"}
+    rss_before_cleanup = rss_mib(nut)  # (tracking added memory since configure: measure cleanup itself)
     assert nut.change_state(Transition.TRANSITION_CLEANUP)
     assert nut.lifecycle_state() == "unconfigured"
     cleaned = diag_after(nut, "unconfigured")
@@ -126,7 +127,8 @@ def test_every_transition_over_dds_and_cleanup_frees_the_model(node_factory, wom
     assert "cleaned up: model released" in nut.log_text()
     # At least the weights themselves are given back (the rest of the drop is activations and the
     # discriminator's memory); torch's libraries, loaded at the first configure, stay.
-    assert rss_configured - rss_cleaned >= model_mib, (rss_unconfigured, rss_configured, rss_cleaned, model_mib)
+    assert rss_before_cleanup - rss_cleaned >= model_mib, (rss_unconfigured, rss_configured, rss_before_cleanup,
+                                                         rss_cleaned, model_mib)
 
     # configure and clean up again (a reload, here without warm-up: model parameters may change
     # while unconfigured): the memory left after cleanup does not grow by a model per cycle
