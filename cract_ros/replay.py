@@ -215,7 +215,8 @@ class NodeReplay:
                                   + (f" (node log: {self.log_path})" if self.log_path else ""))
             time.sleep(0.02)
 
-    def _publish(self, frame: ReplayFrame) -> float:
+    def publish(self, frame: ReplayFrame) -> float:
+        """/clock with the frame's stamp, then the frame; returns the time.monotonic() of publication."""
         from builtin_interfaces.msg import Time
 
         sec, nsec = divmod(frame.stamp_ns, 1_000_000_000)
@@ -250,7 +251,7 @@ class NodeReplay:
         # 1. frame 0 until the node has it (best effort: the first one may precede the match)
         deadline = time.monotonic() + 60.0
         while not self.answered(first.stamp_ns):
-            publish_times[first.stamp_ns] = self._publish(first)
+            publish_times[first.stamp_ns] = self.publish(first)
             t_next = time.monotonic() + 0.5
             while time.monotonic() < t_next and not self.answered(first.stamp_ns):
                 time.sleep(0.01)
@@ -286,7 +287,7 @@ class NodeReplay:
                     break
                 time.sleep(min(0.005, due - now))
             self._check_alive("replaying")
-            publish_times[frame.stamp_ns] = self._publish(frame)
+            publish_times[frame.stamp_ns] = self.publish(frame)
         stream_end = time.monotonic()
 
         # 3. the newest frame is never dropped: wait for the last frame's answer
