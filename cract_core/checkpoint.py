@@ -6,8 +6,11 @@ File format (docs/CONTRACTS.md)::
      "optimizer": ..., "scheduler": ..., "rng": ..., "extra": ...}
 
 plus ``<path>.sha256`` beside it (``sha256sum`` format: ``<hex>  <file name>``).  Files are written to a
-temporary name in the same folder and renamed, so a crash mid-write (or a reader while a long run
-saves every few minutes) never sees a half-written checkpoint.
+temporary name in the same folder, synced to the disk and renamed (cract_core.atomic), so a crash
+mid-write (or a reader while a long run saves every few minutes) never sees a half-written
+checkpoint. The new sidecar is written before the checkpoint is renamed: a save killed between
+the two renames leaves the new checkpoint, the old sidecar and the new sidecar's temporary, and
+the next load finishes that rename instead of reporting a checksum mismatch.
 
 Everything stored is a plain container of tensors / numbers / strings so that the file loads with
 ``torch.load(weights_only=True)``: a checkpoint from the internet cannot run code when loaded.
@@ -17,13 +20,13 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
 import torch
 
+from cract_core.atomic import fsync_dir, remove_stale_temporaries, temporary_beside
 from cract_core.errors import CheckpointError
 
 FORMAT = "cract-heads-1"
@@ -113,12 +116,6 @@ def restore_rng_state(state: dict) -> None:
             torch.cuda.set_rng_state_all(cuda_states)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_checkpoint(
     path: PathLike,
     net: torch.nn.Module,
@@ -151,12 +148,15 @@ def save_checkpoint(
         "rng": capture_rng_state(),
         "extra": extra or {},
     }
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    # mkstemp makes the file private (0600); a checkpoint is shared like any output file.
-    os.chmod(tmp, 0o666 & ~_umask())
+    side = _sidecar(path)
+    remove_stale_temporaries(path)  # (also the sidecar's: "<name>.sha256.*.tmp")
+    tmp = temporary_beside(path)
+    tmp_side = None
     try:
-        torch.save(payload, tmp)
+        with open(tmp, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
         # Never publish a file the tracker's weights-only loader would refuse (e.g. an object in
         # 'extra' that is not a plain container): fail here, at save time, with the reason.
         try:
@@ -164,20 +164,37 @@ def save_checkpoint(
         except Exception as exc:
             raise CheckpointError(f"checkpoint for {path} would not load with weights_only=True: {exc}") from None
         digest = sha256_of(tmp)
+        tmp_side = temporary_beside(side)
+        with open(tmp_side, "w") as fh:
+            fh.write(f"{digest}  {path.name}\n")
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for leftover in (tmp, tmp_side):
+            if leftover is not None:
+                leftover.unlink(missing_ok=True)
         raise
-    # The sidecar follows the file; a reader between the two renames sees a mismatch, and that is
-    # reported as such rather than loading silently (the trainer never reads while writing).
-    side = _sidecar(path)
-    fd, tmp_side = tempfile.mkstemp(prefix=side.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(f"{digest}  {path.name}\n")
-    os.chmod(tmp_side, 0o666 & ~_umask())
     os.replace(tmp_side, side)
+    fsync_dir(path.parent)
     return digest
+
+
+def _finish_interrupted_save(path: Path, actual: str) -> Optional[str]:
+    """A save killed between its two renames left the new checkpoint, the old sidecar and the new
+    sidecar's temporary (which records this file's sha256): finish the rename; returns the hash
+    then recorded, or None when there is no such temporary."""
+    side = _sidecar(path)
+    for pending in sorted(path.parent.glob(f"{side.name}.*.tmp")):
+        try:
+            recorded = pending.read_text().split()
+        except OSError:
+            continue
+        if recorded and recorded[0].lower() == actual:
+            os.replace(pending, side)
+            fsync_dir(path.parent)
+            return actual
+    return None
 
 
 def load_checkpoint(path: PathLike, expected_sha256: Optional[str] = None, map_location: Any = "cpu") -> dict:
@@ -198,6 +215,8 @@ def load_checkpoint(path: PathLike, expected_sha256: Optional[str] = None, map_l
         want, source = expected_sha256.strip().lower(), "the expected value given"
     else:
         want, source = read_sha256_file(path), f"{_sidecar(path)}"
+        if want is not None and actual != want:
+            want = _finish_interrupted_save(path, actual) or want
     if want is not None and actual != want:
         raise CheckpointError(
             f"checkpoint {path} fails its checksum: sha256 is {actual} but {source} says {want}. "

@@ -248,16 +248,18 @@ def record_realtime(path: Path, seq: bag_io.SequenceData, replay: Any, gt_topic:
 
 
 def write_outputs(out: Path, res: BagEvalResult) -> Path:
+    """boxes.txt and result.json, each written whole or not at all (cract_core.atomic)."""
+    from cract_core.atomic import atomic_write_text
+
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "boxes.txt").open("w") as f:
-        for b in res.boxes:
-            f.write(",".join("nan" if not np.isfinite(v) else f"{v:.4f}" for v in b) + "\n")
+    atomic_write_text(out / "boxes.txt", "".join(
+        ",".join("nan" if not np.isfinite(v) else f"{v:.4f}" for v in b) + "\n" for b in res.boxes))
     path = out / "result.json"
     summary = res.summary()
     summary["per_frame"] = [{"stamp_ns": s, "box": [None if not np.isfinite(v) else float(v) for v in b],
                              "state": st, "processed": None if res.processed is None else bool(res.processed[i])}
                             for i, (s, b, st) in enumerate(zip(res.stamps_ns, res.boxes, res.states))]
-    path.write_text(json.dumps(summary, indent=1))
+    atomic_write_text(path, json.dumps(summary, indent=1))
     return path
 
 

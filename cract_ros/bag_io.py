@@ -153,7 +153,12 @@ def clock_message(ns: int) -> Any:
 class BagWriter:
     """A rosbag2 (mcap) writer that takes rosbags messages or already serialised CDR bytes.
 
-    Used as a context manager; the output directory must not exist yet (rosbag2's own rule).
+    Used as a context manager; the output directory must not exist yet (rosbag2's own rule). The
+    bag is written in a hidden folder beside it (`.<name>.partial-<pid>/<name>`) and renamed to
+    its name only when it is complete, so a writer that is killed or fails never leaves a bag
+    without its end (a reader would report it truncated): the directory is there whole, or not
+    at all. A failed write removes its partial folder; a killed one leaves it, hidden, for
+    `remove_partial_bags` (the next writer beside it calls it).
     """
 
     def __init__(self, out_dir: Path | str) -> None:
@@ -163,16 +168,33 @@ class BagWriter:
         if self.path.exists():
             raise BagError(f"{self.path} already exists: rosbag2 writes a new directory (remove it or choose another)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_partial_bags(self.path)
+        self._partial_root = self.path.parent / f".{self.path.name}.partial-{os.getpid()}"
+        self._partial = self._partial_root / self.path.name  # the bag's files keep their final names
+        self._partial_root.mkdir()
         # version 8: what Humble..Kilted's rosbag2 all read
-        self._writer = Writer(self.path, version=8, storage_plugin=StoragePlugin.MCAP)
+        self._writer = Writer(self._partial, version=8, storage_plugin=StoragePlugin.MCAP)
         self._connections: dict[str, Any] = {}
 
     def __enter__(self) -> "BagWriter":
         self._writer.open()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self._writer.close()
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        import shutil
+
+        from cract_core.atomic import fsync_dir
+
+        try:
+            self._writer.close()
+            if exc_type is None:
+                for f in self._partial.iterdir():  # the bag's bytes on the disk before it gets its name
+                    with open(f, "rb") as fh:
+                        os.fsync(fh.fileno())
+                os.rename(self._partial, self.path)
+                fsync_dir(self.path.parent)
+        finally:
+            shutil.rmtree(self._partial_root, ignore_errors=True)
 
     def _connection(self, topic: str, msgtype: str) -> Any:
         conn = self._connections.get(topic)
@@ -188,6 +210,21 @@ class BagWriter:
 
     def write_raw(self, topic: str, msgtype: str, log_ns: int, data: bytes | memoryview) -> None:
         self._writer.write(self._connection(topic, msgtype), int(log_ns), data)
+
+
+def remove_partial_bags(path: Path) -> list[Path]:
+    """Delete the hidden partial folders that killed writers of the bag `path` left, unless their
+    process still runs; returns them."""
+    import shutil
+
+    removed = []
+    for partial in path.parent.glob(f".{path.name}.partial-*"):
+        pid = partial.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and Path(f"/proc/{pid}").exists():
+            continue  # another writer at work
+        shutil.rmtree(partial, ignore_errors=True)
+        removed.append(partial)
+    return removed
 
 
 def sequence_fps(seq_dir: Path | str) -> tuple[Optional[float], str]:
