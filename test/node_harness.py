@@ -51,8 +51,8 @@ def key(stamp: Any) -> int:
 class ProcessUnderTest:
     """A node's process (its output in a log file) plus the test side's rclpy node and executor."""
 
-    def __init__(self, log_dir: Path, name: str, command: list[str]) -> None:
-        self.ns = f"/t_{name}_{uuid.uuid4().hex[:6]}"
+    def __init__(self, log_dir: Path, name: str, command: list[str], namespace: Optional[str] = None) -> None:
+        self.ns = namespace or f"/t_{name}_{uuid.uuid4().hex[:6]}"
         self.log_path = log_dir / f"{name}.log"
         self.log = self.log_path.open("w")
         self.proc = subprocess.Popen(command + ["-r", f"__ns:={self.ns}"], stdout=self.log, stderr=subprocess.STDOUT,
@@ -92,13 +92,15 @@ class ProcessUnderTest:
 class NodeUnderTest(ProcessUnderTest):
     """The tracker node's process plus the test side that talks to it."""
 
-    def __init__(self, log_dir: Path, overrides: dict, name: str) -> None:
-        super().__init__(log_dir, name, node_command(DEFAULT_PARAMS_FILE, overrides))
+    def __init__(self, log_dir: Path, overrides: dict, name: str, namespace: Optional[str] = None) -> None:
+        super().__init__(log_dir, name, node_command(DEFAULT_PARAMS_FILE, overrides), namespace)
         self.fqn = f"{self.ns}/cract_tracker"
         self.results: list[TrackedObject] = []
         self.debug_images: list[Image] = []
         self.diagnostics: list[DiagnosticStatus] = []
-        self.camera = self.node.create_publisher(Image, f"{self.ns}/image", qos_profile_sensor_data)
+        topic = str(overrides.get("image_topic", "image"))  # the node's image topic, resolved in its namespace
+        self.camera_topic = topic if topic.startswith("/") else f"{self.ns}/{topic}"
+        self.camera = self.node.create_publisher(Image, self.camera_topic, qos_profile_sensor_data)
         self.camera_info = self.node.create_publisher(CameraInfo, f"{self.ns}/camera_info", qos_profile_sensor_data)
         self.node.create_subscription(TrackedObject, f"{self.fqn}/tracked_object", self.results.append, 100)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
@@ -139,6 +141,20 @@ class NodeUnderTest(ProcessUnderTest):
 
     def results_for(self, stamp: TimeMsg) -> list[TrackedObject]:
         return [r for r in self.results if key(r.header.stamp) == key(stamp)]
+
+    def publish_until_answered(self, msg: Image, index: int, period: float = 0.5) -> TrackedObject:
+        """Newest-frame mode, a new subscriber: publish frame `index` again every `period` s until
+        it is answered (a first frame can go to a reader that discovery has not matched yet, or to
+        a killed node's reader that the graph still lists), return the answer."""
+        deadline = time.monotonic() + REPLY_TIMEOUT
+        while time.monotonic() < deadline:
+            self.publish(msg, index)
+            try:
+                return self.spin_until(lambda: self.results_for(stamp_msg(index)) and self.results_for(stamp_msg(index))[-1],
+                                       period, f"the TrackedObject of frame {index}")
+            except pytest.fail.Exception:
+                continue
+        pytest.fail(f"frame {index} was never answered; node log:\n{self.log_text()[-3000:]}")
 
     def publish_and_wait(self, msg: Image, index: int, what: str = "") -> TrackedObject:
         """Lockstep: publish frame `index`, return the TrackedObject that carries its stamp."""
@@ -201,12 +217,13 @@ class NodeUnderTest(ProcessUnderTest):
 
 @pytest.fixture
 def node_factory(rclpy_init, tmp_path):
-    """start(name, ready=True, **parameters) -> NodeUnderTest; every node is stopped (SIGINT) after the
-    test and must exit with 0 unless it already exited (`expect_exit` set by the test)."""
+    """start(name, ready=True, namespace=None, **parameters) -> NodeUnderTest; every node is stopped
+    (SIGINT) after the test and must exit with 0 unless it already exited (`expected_exit` set by
+    the test)."""
     started: list[NodeUnderTest] = []
 
-    def start(name: str, ready: bool = True, **overrides: Any) -> NodeUnderTest:
-        nut = NodeUnderTest(tmp_path, overrides, name)
+    def start(name: str, ready: bool = True, namespace: Optional[str] = None, **overrides: Any) -> NodeUnderTest:
+        nut = NodeUnderTest(tmp_path, overrides, name, namespace)
         started.append(nut)
         if ready:
             nut.wait_ready()
