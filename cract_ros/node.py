@@ -387,6 +387,14 @@ def release_memory() -> None:
     if cuda is not None:
         cuda.synchronize()
         cuda.empty_cache()
+    trim_heap()
+
+
+def trim_heap() -> None:
+    """glibc's malloc_trim: return the free pages of every malloc arena to the system. Each thread
+    that allocates gets an arena of its own, and an arena keeps what it once held: an
+    initialisation's thousand samples, a LOST frame's larger crops. Measured in the soak
+    (benchmarks/soak_node.py), that is the node's RSS growth after the warm-up, not a leak."""
     libc_name = ctypes.util.find_library("c")
     if libc_name:
         try:
@@ -446,6 +454,7 @@ class TrackerNode(LifecycleNode):
         self._last_box = np.zeros(4)
         self._watchdog_tripped = False
         self._watch_since = time.monotonic()
+        self._last_heap_trim = time.monotonic()
 
         # made by configure / activate, released by cleanup / deactivate
         self._tracker: Any = None
@@ -995,6 +1004,7 @@ class TrackerNode(LifecycleNode):
                 self._latest = None
         box = np.asarray(result.box, dtype=np.float64)
         self._publish(frame, bgr, result, (time.monotonic() - frame.received) * 1e3)
+        trim_heap()  # the initialisation's temporaries (the discriminator's 1200 samples) are free now
         h, w = bgr.shape[:2]
         clipped = "" if np.allclose(box, request.box, atol=1e-3) else f" (clipped to the {w}x{h} image)"
         request.finish(True, f"tracking from {box.round(1).tolist()}{clipped} in the frame of "
@@ -1143,6 +1153,10 @@ class TrackerNode(LifecycleNode):
             self.get_logger().error(f"diagnostics: {type(exc).__name__}: {exc}", throttle_duration_sec=10.0)
 
     def _publish_diagnostics_unguarded(self) -> None:
+        now = time.monotonic()
+        if now - self._last_heap_trim >= HEAP_TRIM_PERIOD_S:
+            self._last_heap_trim = now
+            trim_heap()
         values = self.diagnostics_values()
         status = DiagnosticStatus()
         status.name = f"{self.get_name()}: tracker"
@@ -1244,6 +1258,7 @@ def draw_debug(bgr: np.ndarray, out: TrackedObject) -> np.ndarray:
 
 GIL_SWITCH_INTERVAL_S = 0.0002
 STOP_JOIN_S = 2.0  # how long destroy_node waits for the tracker's thread
+HEAP_TRIM_PERIOD_S = 20.0  # the diagnostics timer gives free heap pages back this often (trim_heap)
 
 
 def main(args: Optional[list] = None) -> NoReturn:
