@@ -31,7 +31,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-# set_target refers to the frame published this many frames before (still among the node's 30)
+# before the node has answered any frame, set_target refers to the frame published this many
+# frames before (the request must not overtake the image)
 SET_TARGET_LAG = 3
 # TrackedObject.state
 STATE_NAMES = {0: "IDLE", 1: "TRACKING", 2: "LOW_CONFIDENCE", 3: "LOST"}
@@ -174,6 +175,7 @@ def run_soak(frames_bgr: list[np.ndarray], boxes: np.ndarray, total: int, fps: f
     published = 0
     publish_times: dict[int, float] = {}
     stamps: list[int] = []  # by frame index
+    index_of_stamp: dict[int, int] = {}
     sampler: Optional[ResourceSampler] = None
     try:
         say("starting the node (model load and warm-up take a while on a CPU) ...")
@@ -191,9 +193,11 @@ def run_soak(frames_bgr: list[np.ndarray], boxes: np.ndarray, total: int, fps: f
             while event is not None and event.frame <= i:
                 record = {"t": time.monotonic() - t_start, "frame": i, "kind": event.kind}
                 if event.kind == "set":
-                    # the box of a frame the node has had for a moment (the request must not overtake
-                    # the image), by that frame's stamp, as a detector or an operator's click gives it
-                    j = max(0, i - SET_TARGET_LAG)
+                    # the box in the newest frame the node has answered (so it has that frame: a
+                    # best-effort camera's frames can be lost on the way), by the frame's stamp, as
+                    # a detector or an operator's click on the debug image gives it
+                    answered = [o.stamp_ns for o in replay.outputs[-5:] if o.stamp_ns in index_of_stamp]
+                    j = index_of_stamp[answered[-1]] if answered else max(0, i - SET_TARGET_LAG)
                     box = boxes[j % len(boxes)]
                     req = SetTarget.Request(x=float(box[0]), y=float(box[1]), width=float(box[2]), height=float(box[3]))
                     req.stamp = Time(sec=stamps[j] // 1_000_000_000, nanosec=stamps[j] % 1_000_000_000)
@@ -216,6 +220,7 @@ def run_soak(frames_bgr: list[np.ndarray], boxes: np.ndarray, total: int, fps: f
             msg = blank if i < blank_until else msgs[i % len(msgs)]
             msg.header.stamp = Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
             stamps.append(stamp_ns)
+            index_of_stamp[stamp_ns] = i
             publish_times[stamp_ns] = replay.publish(ReplayFrame(stamp_ns, lambda m=msg: m))
             published += 1
             for record, future in [p for p in pending if p[1].done()]:
