@@ -284,15 +284,17 @@ def per_second(outputs: list, publish_times: dict[int, float], t_start: float) -
 
 def summarize(result: SoakResult, warmup_s: float = 20.0, window_s: float = 60.0) -> dict:
     """Growth of RSS, threads and descriptors from the end of the warm-up to the end (the last
-    sample, taken after the quiet settle), and the node's latency p95 over the first and the last
-    `window_s` seconds of tracked frames (the IDLE and blank stretches left out)."""
+    sample, taken after the quiet settle), and the node's latency p95 (its own latency_ms) over the
+    first `window_s` seconds after the warm-up and the last `window_s` seconds, frames with a
+    target only (IDLE answers left out)."""
     samples = result.samples
     after = [s for s in samples if s.t >= warmup_s] or samples[-1:]
     base, end = after[0], samples[-1]
     tracked = [(r["t"], r) for r in result.per_second if r["latency_ms_p95"] is not None]
 
     def window_p95(rows: list[tuple[int, dict]]) -> Optional[float]:
-        values = [v for _, r in rows for v in r["latencies_ms"]]
+        # frames with a target only: an IDLE frame costs a conversion, not a tracker step
+        values = [v for _, r in rows for v, state in zip(r["latencies_ms"], r["states"]) if state != 0]
         return float(np.percentile(values, 95)) if values else None
 
     t_last = tracked[-1][0] if tracked else 0
@@ -341,7 +343,8 @@ def plot(result: SoakResult, path: Path, title: str = "") -> Path:
                  label="node p50", color="tab:gray")
     axes[3].plot([r["t"] for r in ps], [r["latency_ms_p95"] if r["latency_ms_p95"] is not None else np.nan for r in ps],
                  label="node p95", color="tab:red")
-    axes[3].set_ylabel("latency (ms)")
+    axes[3].set_yscale("log")  # the first frame after an initialisation waited for it: seconds, not ms
+    axes[3].set_ylabel("latency (ms, log)")
     axes[3].set_xlabel("seconds since the camera started")
     axes[3].legend(loc="upper right")
     for ax in axes:
