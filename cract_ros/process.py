@@ -48,19 +48,31 @@ def start_node(params_file: Path | str = DEFAULT_PARAMS_FILE, overrides: Optiona
                             env={**os.environ, **(env or {})}, cwd=str(REPO_ROOT))
 
 
-def native_stacks(pid: int, timeout: float = 60.0) -> str:
-    """Every thread's native (C/C++) backtrace of a live process, by gdb in batch mode; "" when gdb
-    is not installed or cannot attach. For a process that hangs where Python cannot look (a C++
-    destructor at exit, a lock held with the GIL)."""
+def native_stacks(pid: int, timeout: float = 120.0) -> str:
+    """Every thread of a live process: its name and kernel wait channel (/proc, at once), then each
+    thread's native (C/C++) backtrace by gdb in batch mode when gdb is installed. For a process that
+    hangs where Python cannot look (a C++ destructor at exit, a lock held with the GIL)."""
+    lines = []
+    for task in sorted(Path(f"/proc/{pid}/task").glob("*")):
+        try:
+            name = (task / "comm").read_text().strip()
+            wchan = (task / "wchan").read_text().strip()
+            kernel = (task / "stack").read_text().split("\n")[0].strip() if os.access(task / "stack", os.R_OK) else ""
+        except OSError:
+            continue
+        lines.append(f"  thread {task.name} {name!r}: wchan {wchan or '-'} {kernel}")
+    text = f"{len(lines)} threads:\n" + "\n".join(lines) + "\n"
     gdb = shutil.which("gdb")
     if gdb is None:
-        return ""
+        return text
+    # no debuginfod (no network here: it would wait for each library) and no auto-loaded scripts
+    cmd = [gdb, "-p", str(pid), "-batch", "-nx", "-iex", "set debuginfod enabled off", "-iex", "set auto-load off",
+           "-ex", "set pagination off", "-ex", "thread apply all bt 30"]
     try:
-        out = subprocess.run([gdb, "-p", str(pid), "-batch", "-nx", "-ex", "set pagination off",
-                              "-ex", "thread apply all bt"], capture_output=True, text=True, timeout=timeout)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"gdb could not attach to {pid}: {exc}"
-    return out.stdout + out.stderr
+        return text + f"gdb could not attach to {pid}: {exc}"
+    return text + out.stdout + out.stderr
 
 
 def stop_node(proc: subprocess.Popen, timeout: float = 20.0) -> int:
