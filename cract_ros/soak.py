@@ -196,7 +196,9 @@ def run_soak(frames_bgr: list[np.ndarray], boxes: np.ndarray, total: int, fps: f
                     # the box in the newest frame the node has answered (so it has that frame: a
                     # best-effort camera's frames can be lost on the way), by the frame's stamp, as
                     # a detector or an operator's click on the debug image gives it
-                    answered = [o.stamp_ns for o in replay.outputs[-5:] if o.stamp_ns in index_of_stamp]
+                    # (answers to frames only: the watchdog's LOST and a clear's IDLE carry the clock's
+                    # time, which is a frame's stamp under /clock but maybe of a frame never received)
+                    answered = [o.stamp_ns for o in replay.outputs[-5:] if o.stamp_ns in index_of_stamp and o.latency_ms > 0]
                     j = index_of_stamp[answered[-1]] if answered else max(0, i - SET_TARGET_LAG)
                     box = boxes[j % len(boxes)]
                     req = SetTarget.Request(x=float(box[0]), y=float(box[1]), width=float(box[2]), height=float(box[3]))

@@ -45,7 +45,7 @@ def bird(shared_sequence) -> dict:
 def test_camera_stops_and_resumes_then_a_new_target_tracks(node_factory, bird) -> None:
     nut = node_factory("camera_gap", lockstep=True, watchdog_timeout_s=0.5, diagnostics_period_s=0.2, **FAST)
     msgs, gt = bird["msgs"], bird["gt"]
-    nut.publish_and_wait(msgs[0], 0)
+    nut.publish_until_answered(msgs[0], 0)  # (a first best-effort frame can be lost while transports open)
     assert nut.call_set_target(gt[0], stamp_msg(0)).success
     for i in (1, 2):
         assert nut.publish_and_wait(msgs[i], i).frame_index == i
@@ -88,17 +88,25 @@ def test_clock_jumping_back_resets_the_frame_buffer_and_timers(node_factory, bir
         m.header.stamp.sec + m.header.stamp.nanosec * 1e-9) if any(s.hardware_id == nut.fqn for s in m.status) else None,
         10)
 
-    def play(i: int, t: float) -> TrackedObject:
-        clock.publish(Clock(clock=_stamp(t)))
+    def play(i: int, t: float, retry: bool = False) -> TrackedObject:
+        """/clock then the frame; `retry`: publish again each second until answered (a first
+        best-effort frame can be lost while the transports open; only before a target is set)."""
         msg = msgs[i]
         msg.header.stamp = _stamp(t)
         msg.header.frame_id = "camera"
         n_before = len([r for r in nut.results if key(r.header.stamp) == key(msg.header.stamp)])
-        nut.camera.publish(msg)
-        return nut.spin_until(lambda: [r for r in nut.results if key(r.header.stamp) == key(msg.header.stamp)][n_before:],
-                              REPLY_TIMEOUT, f"the answer to the frame at {t} s")[-1]
+        deadline = time.monotonic() + REPLY_TIMEOUT
+        while True:
+            clock.publish(Clock(clock=_stamp(t)))
+            nut.camera.publish(msg)
+            try:
+                return nut.spin_until(lambda: [r for r in nut.results if key(r.header.stamp) == key(msg.header.stamp)][n_before:],
+                                      1.0 if retry else REPLY_TIMEOUT, f"the answer to the frame at {t} s")[-1]
+            except pytest.fail.Exception:
+                if not retry or time.monotonic() > deadline:
+                    raise
 
-    play(0, 1000.0)
+    play(0, 1000.0, retry=True)
     assert nut.call_set_target(gt[0], _stamp(1000.0)).success
     for i in range(1, 6):
         assert play(i, 1000.0 + i).frame_index == i
@@ -132,7 +140,7 @@ def test_sigkill_mid_stream_and_restart_comes_back_ready(node_factory, bird) -> 
     msgs, gt = bird["msgs"], bird["gt"]
     namespace = f"/t_restart_{uuid.uuid4().hex[:6]}"
     first = node_factory("killed", namespace=namespace, **FAST)
-    first.publish_and_wait(msgs[0], 0)
+    first.publish_until_answered(msgs[0], 0)
     assert first.call_set_target(gt[0], stamp_msg(0)).success
     for i in range(1, 4):  # newest-frame mode, a camera that does not wait: answers come while it streams
         first.publish(msgs[i], i)
@@ -165,21 +173,26 @@ def test_two_nodes_on_one_camera_do_not_interfere(node_factory, bird, rclpy_init
     camera = a.camera  # on camera_topic: both nodes subscribe to it
     a.spin_until(lambda: camera.get_subscription_count() >= 2, 30.0, "both nodes on the camera topic")
 
-    def frame(i: int) -> tuple[TrackedObject, TrackedObject]:
+    def frame(i: int, retry: bool = False) -> tuple[TrackedObject, TrackedObject]:
+        """`retry`: publish again each second until both answer (only before a target is set)."""
         msg = msgs[i]
         msg.header.stamp = stamp_msg(i)
         msg.header.frame_id = "camera"
         camera.publish(msg)
         deadline = time.monotonic() + REPLY_TIMEOUT
+        next_retry = time.monotonic() + 1.0
         while time.monotonic() < deadline:
             got = [n.results_for(stamp_msg(i)) for n in (a, b)]
             if all(got):
                 return got[0][-1], got[1][-1]
             a.executor.spin_once(timeout_sec=0.02)
             b.executor.spin_once(timeout_sec=0.02)
+            if retry and time.monotonic() > next_retry:
+                camera.publish(msg)
+                next_retry += 1.0
         pytest.fail(f"no answer of both nodes to frame {i}")
 
-    ra, rb = frame(0)
+    ra, rb = frame(0, retry=True)
     assert ra.state == rb.state == TrackedObject.IDLE
     assert a.call_set_target(gt[0], stamp_msg(0)).success  # only a gets a target
     ra, rb = frame(1)

@@ -161,7 +161,7 @@ def test_live_fuzz(node_factory, bird) -> None:
         i = good[0] = good[0] + 1
         return nut.publish_and_wait(msgs[i % len(msgs)], i)
 
-    nut.publish_and_wait(msgs[0], 0)
+    nut.publish_until_answered(msgs[0], 0)  # (a first best-effort frame can be lost while transports open)
     assert nut.call_set_target(gt[0], stamp_msg(0)).success
     assert good_frame().frame_index == 1
 
