@@ -999,7 +999,8 @@ class TrackerNode(LifecycleNode):
             online.solve_gate = self._solve_gate
         with self._cv:  # frames up to the init frame precede the target: do not track them
             while self._fifo and self._fifo[0].stamp_ns <= frame.stamp_ns:
-                self._fifo.popleft()
+                skipped = self._fifo.popleft()
+                self._dropped += skipped is not frame  # (the init frame itself is answered by the init)
             if self._latest is frame:
                 self._latest = None
         box = np.asarray(result.box, dtype=np.float64)
