@@ -3,6 +3,7 @@ training on the cache works and its checkpoint loads into an ordinary network.""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import cv2
@@ -17,7 +18,14 @@ from cract_core.geometry import context_size, crop_square
 from cract_core.train import cli
 from cract_core.train.augment import AugmentConfig
 from cract_core.datasets import make_dataset
-from cract_core.train.feature_cache import SEARCH, TEMPLATE, CachedBackbone, CachedPairDataset, build_feature_cache
+from cract_core.train.feature_cache import (
+    SEARCH,
+    TEMPLATE,
+    CachedBackbone,
+    CachedPairDataset,
+    FeatureCache,
+    build_feature_cache,
+)
 from cract_core.train.pairs import collate_pairs
 
 SMALL = {
@@ -104,6 +112,26 @@ def test_cache_reuse_and_pairs(short_cache) -> None:
     assert 8 <= negatives <= 32
     batch = collate_pairs([pairs[i] for i in range(4)])
     assert batch["template"].shape == (4, 2) and batch["template"].dtype == torch.int64
+
+
+def test_a_stale_cache_in_use_is_moved_aside_not_rewritten(tmp_path: Path, short_cache) -> None:
+    """Another training process may still read a cache whose signature this build does not match
+    (another cache seed): the new cache is built beside it and renamed into place, so the old
+    reader's memory maps keep the old features (rewriting the files in place once fed a running
+    training zeros), and no half-built folder is left behind."""
+    from cract_core.model import CRACTNet
+
+    cfg, ds, shared, shared_folder = short_cache
+    folder = tmp_path / "cache"
+    shutil.copytree(shared_folder, folder)  # the module's cache stays as the other tests expect it
+    cache = FeatureCache(folder)
+    before = cache.features(SEARCH, np.arange(4))[1].clone()
+    assert before.abs().sum() > 0
+    other = build_feature_cache(folder, cfg, ds, CRACTNet(cfg).backbone, AugmentConfig(), 2, 1, seed=1, progress=False)
+    assert other.signature != cache.signature
+    assert torch.equal(cache.features(SEARCH, np.arange(4))[1], before)  # the old reader is untouched
+    assert FeatureCache(folder).signature == other.signature
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]  # no .building / .stale left
 
 
 def test_train_on_cache_checkpoint_loads_into_plain_net(tmp_path: Path, shared_sequences_dir: Path, short_cache) -> None:

@@ -151,6 +151,8 @@ def make_parser() -> argparse.ArgumentParser:
                         "reused when data/config/augmentation match) and train the heads on them; for small data")
     p.add_argument("--cache-variants", default="6,2", metavar="SEARCH,TEMPLATE",
                    help="augmented crops cached per frame (default 6 search, 2 template)")
+    p.add_argument("--cache-seed", type=int, default=0,
+                   help="augmentation seed of the cached crops (not --seed: runs with different seeds share a cache)")
     p.add_argument("--no-fast-backbone", action="store_true",
                    help="train with the backbone as is (default for a frozen one: a BN-folded channels_last copy, ~1.5x faster)")
     p.add_argument("--aug", action="append", metavar="KEY=VALUE", help="augmentation override, e.g. search_shift=48")
@@ -183,7 +185,7 @@ def main(argv: Optional[Seq[str]] = None) -> int:
         options = TrainOptions(
             out_dir=args.out, steps=args.steps, device=args.device, resume=args.resume, batch_size=args.batch_size,
             num_workers=args.workers, schedule=args.schedule, progress=not args.no_progress, tensorboard=args.tensorboard,
-            checkpoint_every_s=args.checkpoint_every, stop_at=args.stop_at, feature_cache=args.feature_cache, cache_variants=variants, fast_backbone=not args.no_fast_backbone, seed=args.seed, threads=args.threads, dataset_weights=weights,
+            checkpoint_every_s=args.checkpoint_every, stop_at=args.stop_at, feature_cache=args.feature_cache, cache_variants=variants, cache_seed=args.cache_seed, fast_backbone=not args.no_fast_backbone, seed=args.seed, threads=args.threads, dataset_weights=weights,
             data_description=[f"{d!r} weight {w:g}" for d, w in zip(datasets, weights)],
         )
         trainer = Trainer(cfg, datasets, options, augment)

@@ -24,6 +24,8 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence as Seq
@@ -119,9 +121,13 @@ def build_feature_cache(
                 return cache
         except (DatasetError, OSError, ValueError, KeyError):
             pass
-        log.info("feature cache %s: stale or broken, rebuilding", folder)
-        (folder / "meta.json").unlink()
-    folder.mkdir(parents=True, exist_ok=True)
+        log.info("feature cache %s: stale or broken, building a new one beside it", folder)
+    # Built in a folder of its own and renamed into place when complete: a stale cache that another
+    # training process still reads is moved aside, never rewritten under its memory maps (its open
+    # files keep their data until it lets go of them), and a build that dies leaves no half cache.
+    building = folder.with_name(f"{folder.name}.building-{os.getpid()}")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
     # Crops are made by the pair sampler's own code so that cached crops are exactly its crops.
     crop_cfg = copy.deepcopy(cfg)
     crop_cfg.train.negative_pair_prob = 0.0  # only its crop function is used here
@@ -131,14 +137,23 @@ def build_feature_cache(
     was_training = backbone.training
     backbone.eval()
     try:
-        return _build(folder, cfg, datasets, backbone, augment, search_variants, template_variants, seed, batch_size,
-                      progress, signature, cropper)
+        _build(building, cfg, datasets, backbone, augment, search_variants, template_variants, seed, batch_size,
+               progress, signature, cropper)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
     finally:
         backbone.train(was_training)
+    if folder.exists():
+        stale = folder.with_name(f"{folder.name}.stale-{os.getpid()}")
+        os.replace(folder, stale)
+        shutil.rmtree(stale, ignore_errors=True)  # unlinking is safe under another process's maps
+    os.replace(building, folder)
+    return FeatureCache(folder)
 
 
 def _build(folder, cfg, datasets, backbone, augment, search_variants, template_variants, seed, batch_size, progress,
-           signature, cropper) -> "FeatureCache":
+           signature, cropper) -> None:
     seqs = [s for d in datasets for s in d.sequences]
     frames = [(si, int(f)) for si, s in enumerate(seqs) for f in s.visible_indices]
     jobs = {TEMPLATE: [], SEARCH: []}
@@ -210,7 +225,6 @@ def _build(folder, cfg, datasets, backbone, augment, search_variants, template_v
     # meta.json last: its presence marks a complete cache.
     (folder / "meta.json").write_text(json.dumps(meta, indent=1))
     log.info("feature cache %s: %d frames, %d crops in %.0f s", folder, len(frames), total, meta["build_s"])
-    return FeatureCache(folder)
 
 
 class CachedBackbone(nn.Module):

@@ -80,6 +80,9 @@ class TrainOptions:
     # on them (cract_core/train/feature_cache.py); (search, template) crops per frame.
     feature_cache: Optional[Path] = None
     cache_variants: tuple[int, int] = (6, 2)
+    # The augmentation draws of the cached crops: apart from the training seed, so that runs with
+    # different seeds (different heads' init and pair draws) share one cache.
+    cache_seed: int = 0
     # Frozen backbone: train with a copy whose batch norms are folded into the convolutions and whose
     # tensors are channels_last (same outputs to ~1e-6; about 1.5x faster CPU steps, 2x faster cache builds).
     fast_backbone: bool = True
@@ -328,11 +331,11 @@ class Trainer:
         if self.ctx.is_main:
             builder = self.train_backbone if self.train_backbone is not None else self.base_backbone
             cache = build_feature_cache(folder, self.cfg, datasets, builder, self.augment,
-                                        n_search, n_template, tc.seed, progress=self.opts.progress)
+                                        n_search, n_template, self.opts.cache_seed, progress=self.opts.progress)
         else:
             # Rank 0 builds; the others wait for its meta.json (written last) by polling, not with a
             # collective barrier, whose default timeout (30 min) a large cache build can exceed.
-            want = cache_signature(self.cfg, datasets, self.augment, (n_template, n_search), tc.seed)
+            want = cache_signature(self.cfg, datasets, self.augment, (n_template, n_search), self.opts.cache_seed)
             while True:
                 try:
                     cache = FeatureCache(folder)
