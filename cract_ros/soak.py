@@ -31,8 +31,9 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-# before the node has answered any frame, set_target refers to the frame published this many
-# frames before (the request must not overtake the image)
+# set_target refers to an answered frame at most this many frames old (the node keeps 30)
+RECENT_FRAMES = 15
+# the first target is set once this many frames are out
 SET_TARGET_LAG = 3
 # TrackedObject.state
 STATE_NAMES = {0: "IDLE", 1: "TRACKING", 2: "LOW_CONFIDENCE", 3: "LOST"}
@@ -195,14 +196,19 @@ def run_soak(frames_bgr: list[np.ndarray], boxes: np.ndarray, total: int, fps: f
                 if event.kind == "set":
                     # the box in the newest frame the node has answered (so it has that frame: a
                     # best-effort camera's frames can be lost on the way), by the frame's stamp, as
-                    # a detector or an operator's click on the debug image gives it
+                    # a detector or an operator's click on the debug image gives it; when the node
+                    # lags so far that the frame may have left its buffer (30 frames), the box of
+                    # the frame just published with stamp 0 (the node's newest frame)
                     # (answers to frames only: the watchdog's LOST and a clear's IDLE carry the clock's
                     # time, which is a frame's stamp under /clock but maybe of a frame never received)
-                    answered = [o.stamp_ns for o in replay.outputs[-5:] if o.stamp_ns in index_of_stamp and o.latency_ms > 0]
-                    j = index_of_stamp[answered[-1]] if answered else max(0, i - SET_TARGET_LAG)
+                    answered = [index_of_stamp[o.stamp_ns] for o in replay.outputs[-5:]
+                                if o.stamp_ns in index_of_stamp and o.latency_ms > 0]
+                    recent = bool(answered) and i - answered[-1] <= RECENT_FRAMES
+                    j = answered[-1] if recent else max(0, i - 1)
                     box = boxes[j % len(boxes)]
                     req = SetTarget.Request(x=float(box[0]), y=float(box[1]), width=float(box[2]), height=float(box[3]))
-                    req.stamp = Time(sec=stamps[j] // 1_000_000_000, nanosec=stamps[j] % 1_000_000_000)
+                    if recent:
+                        req.stamp = Time(sec=stamps[j] // 1_000_000_000, nanosec=stamps[j] % 1_000_000_000)
                     pending.append((record, replay.set_target.call_async(req)))
                     say(f"  frame {i}: set_target {np.round(box, 1).tolist()}")
                 elif event.kind == "clear":

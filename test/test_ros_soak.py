@@ -33,7 +33,7 @@ def test_short_soak_no_growth(shared_sequence, rclpy_init, tmp_path) -> None:
     s = summarize(result, warmup_s=WARMUP_S)
     print(s)
     sets = [e for e in result.events if e["kind"] == "set"]
-    assert len(sets) == 4 and all(e.get("success") for e in sets), sets
+    assert len(sets) == 4 and all(e.get("success") for e in sets), [e.get("message") for e in sets]
     assert all(e.get("success") for e in result.events if e["kind"] == "clear")
     assert s["answers"] > 0 and result.states["LOST"] >= 1, result.states  # the watchdog's LOST at least
     assert result.states["TRACKING"] + result.states["LOW_CONFIDENCE"] > 0
