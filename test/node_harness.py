@@ -217,15 +217,19 @@ class NodeUnderTest(ProcessUnderTest):
 
 @pytest.fixture
 def node_factory(rclpy_init, tmp_path):
-    """start(name, ready=True, namespace=None, **parameters) -> NodeUnderTest; every node is stopped
-    (SIGINT) after the test and must exit with 0 unless it already exited (`expected_exit` set by
-    the test)."""
+    """start(name, ready=True, namespace=None, exits_with=None, **parameters) -> NodeUnderTest; every
+    node is stopped (SIGINT) after the test and must exit with 0 unless it already exited
+    (`expected_exit` set by the test). A node started with `exits_with` is expected to end by itself
+    with that code: nothing waits for its services (it may be gone before discovery sees them)."""
     started: list[NodeUnderTest] = []
 
-    def start(name: str, ready: bool = True, namespace: Optional[str] = None, **overrides: Any) -> NodeUnderTest:
+    def start(name: str, ready: bool = True, namespace: Optional[str] = None, exits_with: Optional[int] = None,
+              **overrides: Any) -> NodeUnderTest:
         nut = NodeUnderTest(tmp_path, overrides, name, namespace)
         started.append(nut)
-        if ready:
+        if exits_with is not None:
+            nut.expected_exit = exits_with
+        elif ready:
             nut.wait_ready()
         else:
             nut.wait_lifecycle()

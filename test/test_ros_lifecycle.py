@@ -169,8 +169,7 @@ def test_shutdown_from_unconfigured_and_a_failed_autostart(node_factory, tmp_pat
     assert nut.change_state(Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)
     assert nut.proc.wait(timeout=60) == 0
     # autostart with a model that cannot load: the process ends with 1 and says why
-    bad = node_factory("bad_autostart", ready=False, model_config=str(tmp_path / "missing.yaml"))
-    bad.expected_exit = 1
+    bad = node_factory("bad_autostart", exits_with=1, model_config=str(tmp_path / "missing.yaml"))
     assert bad.proc.wait(timeout=START_TIMEOUT) == 1
     log = bad.log_text()
     assert "configure failed: could not load the tracker" in log and "autostart: configure failed" in log
