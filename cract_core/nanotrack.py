@@ -431,3 +431,47 @@ def load_nanotrack_weights(state: dict[str, torch.Tensor], backbone: Optional[Na
     for prefix, module in modules.items():
         n = len(prefix) + 1
         module.load_state_dict({k[n:]: state[v] for k, v in mapping.items() if k.startswith(prefix + ".")})
+
+
+def extract_tensors(source: Path, dest: Path) -> str:
+    """Write the authors' 438 state-dict tensors (no optimizer state, no pickled numpy) from their
+    training checkpoint to a plain tensors file, and its sha256 beside it; returns the sha256.
+    This is how models/nanotrack_v3/nanotrack_v3_tensors.pt was made."""
+    import collections
+    import hashlib
+    import os
+    import shutil
+    import tempfile
+
+    from .atomic import atomic_write_text
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    state = collections.OrderedDict((k, v.clone()) for k, v in read_nanotrack_state(source).items())
+    # torch names the archive's inner folder after the file: save under the final name in a
+    # folder beside it, then rename into place (atomic, and the same bytes as the shipped file)
+    scratch = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest.parent))
+    try:
+        torch.save(state, scratch / dest.name)
+        digest = hashlib.sha256((scratch / dest.name).read_bytes()).hexdigest()
+        os.replace(scratch / dest.name, dest)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    atomic_write_text(dest.parent / (dest.name + ".sha256"), f"{digest}  {dest.name}\n")
+    return digest
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description="Extract NanoTrack V3's tensors from the authors' nanotrackv3.pth "
+                                            "into a plain tensors file with a sha256 (what models/nanotrack_v3 ships)")
+    p.add_argument("source", type=Path, help="the authors' nanotrackv3.pth")
+    p.add_argument("dest", type=Path, help="output .pt (a .sha256 file is written beside it)")
+    args = p.parse_args(argv)
+    print(extract_tensors(args.source, args.dest))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

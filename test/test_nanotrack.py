@@ -21,6 +21,7 @@ from cract_core.nanotrack import (
     NanoTrackWeightsError,
     ban_score_size,
     decode_points,
+    extract_tensors,
     load_nanotrack_weights,
     nanotrack_key_map,
     point_grid,
@@ -163,6 +164,14 @@ def test_shipped_tensors_are_the_authors(authors_state):
     assert set(ours) == set(authors_state)
     for k, v in authors_state.items():
         assert torch.equal(ours[k], v), k
+
+
+def test_the_extract_command_rebuilds_the_shipped_file_byte_for_byte(tmp_path):
+    dest = tmp_path / NANOTRACK_V3_FILE.name
+    digest = extract_tensors(require_shared_model("nanotrack_v3/nanotrackv3.pth"), dest)
+    assert digest == SHIPPED_SHA256 == _sha256(dest)
+    assert (tmp_path / (dest.name + ".sha256")).read_text().split() == [SHIPPED_SHA256, dest.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [dest.name, dest.name + ".sha256"]  # no scratch left
 
 
 def test_points_and_decoding_by_hand():
