@@ -241,9 +241,9 @@ def sequence_fps(seq_dir: Path | str) -> tuple[Optional[float], str]:
     except (OSError, json.JSONDecodeError) as exc:
         return None, f"{meta_path} unreadable ({exc})"
     # one owner of the rule: the eval toolkit's folder loader
-    from cract_core.eval.datasets import _folder_fps
+    from cract_core.datasets.formats import folder_fps
 
-    fps = _folder_fps(meta)
+    fps = folder_fps(meta)
     if fps is None:
         return None, f"origin {meta.get('origin')!r} has no known frame rate"
     stride = meta.get("frame_stride") or meta.get("stride") or 1

@@ -5,14 +5,13 @@ No ROS import here: cract_ros.conversions turns the frames into messages.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Iterator, Optional
 
 import cv2
 import numpy as np
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+from cract_core.datasets.sequence import IMAGE_EXTENSIONS, DatasetError, list_images, read_boxes
 
 
 class SequenceError(ValueError):
@@ -20,31 +19,28 @@ class SequenceError(ValueError):
 
 
 def frame_paths(seq_dir: Path | str) -> list[Path]:
-    """The sequence's image files in frame order (img/ when present, else the folder itself)."""
+    """The sequence's image files in frame order (img/ when present, else the folder itself), listed
+    by the project's one folder reader (cract_core.datasets)."""
     seq_dir = Path(seq_dir)
     img_dir = seq_dir / "img" if (seq_dir / "img").is_dir() else seq_dir
     if not img_dir.is_dir():
         raise SequenceError(f"{seq_dir} is not a folder")
-    paths = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = list_images(img_dir)
     if not paths:
-        raise SequenceError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {img_dir}")
+        raise SequenceError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {img_dir}")
     return paths
 
 
 def read_groundtruth(seq_dir: Path | str) -> Optional[np.ndarray]:
-    """N x 4 xywh boxes from groundtruth.txt (comma, tab or space separated), or None when absent."""
+    """N x 4 xywh boxes from groundtruth.txt (comma, tab or space separated; NaN rows where the target
+    is absent), or None when the file is absent."""
     path = Path(seq_dir) / "groundtruth.txt"
     if not path.is_file():
         return None
-    rows = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = [p for p in re.split(r"[,\s]+", line.strip()) if p]
-        if len(parts) != 4:
-            raise SequenceError(f"{path}:{i}: expected 4 numbers x,y,w,h, got {line!r}")
-        rows.append([float(p) for p in parts])
-    return np.asarray(rows, dtype=np.float64).reshape(-1, 4)
+    try:
+        return read_boxes(path)
+    except DatasetError as exc:
+        raise SequenceError(str(exc)) from None
 
 
 def read_frames(seq_dir: Path | str, max_frames: Optional[int] = None) -> Iterator[np.ndarray]:

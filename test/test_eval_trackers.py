@@ -122,8 +122,13 @@ def test_ablation_flags_parse_and_reach_the_config():
     assert trk.build_cract_config(None, {}).crac.refinement == "cascade"
     with pytest.raises(ValueError, match="bad ablation 'refinement=sideways'"):
         trk.parse_ablations(["refinement=sideways"])
-    with pytest.raises(ValueError, match="bad ablation 'alpha=0.5'"):
-        trk.parse_ablations(["alpha=0.5"])
+    weights = trk.parse_ablations(["alpha=0.25,beta=1"])
+    assert weights == {"alpha": 0.25, "beta": 1.0}
+    cfg = trk.build_cract_config(None, weights)
+    assert (cfg.crac.alpha, cfg.crac.beta) == (0.25, 1.0)
+    for bad in ("alpha=1.5", "beta=-0.1", "beta=nan", "beta=high", "gamma=0.5"):
+        with pytest.raises(ValueError, match=f"bad ablation '{bad}'"):
+            trk.parse_ablations([bad])
 
 
 def test_cract_adapter_runs_on_real_frames(shared_sequence):

@@ -37,6 +37,9 @@ ABLATION_FIELDS = {
     "classifier": ("joint", "identifier", "discriminator", "none"),
     "pooling": ("pyramid", "single"),
 }
+# The paper's two weights (Eq. 9: s = alpha v+ + (1 - alpha) tau; Eq. 10: beta s + (1 - beta) c),
+# settable per run like the switches above: a number in [0, 1].
+ABLATION_WEIGHTS = ("alpha", "beta")
 
 
 class UnknownTrackerError(ValueError):
@@ -174,9 +177,10 @@ def make_vittrack(vittrack_model: Optional[str] = None, **_: Any) -> OpenCVTrack
 # ---------------------------------------------------------------------------------------- cract
 
 
-def parse_ablations(items: Optional[list[str]]) -> dict[str, str]:
-    """``["refinement=parallel", "classifier=identifier"]`` (or comma-joined) -> {field: value}, checked."""
-    out: dict[str, str] = {}
+def parse_ablations(items: Optional[list[str]]) -> dict[str, Any]:
+    """``["refinement=parallel", "classifier=identifier", "beta=0.5"]`` (or comma-joined) -> {field: value},
+    checked (switches by name, alpha/beta as floats in [0, 1])."""
+    out: dict[str, Any] = {}
     for item in items or []:
         for part in str(item).split(","):
             part = part.strip()
@@ -186,10 +190,20 @@ def parse_ablations(items: Optional[list[str]]) -> dict[str, str]:
             key, value = key.strip(), value.strip()
             if key.startswith("crac."):
                 key = key[5:]
+            if sep and key in ABLATION_WEIGHTS:
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = float("nan")
+                if not 0.0 <= weight <= 1.0:
+                    raise ValueError(f"bad ablation {part!r}: {key} must be a number in [0, 1]")
+                out[key] = weight
+                continue
             if not sep or key not in ABLATION_FIELDS:
                 raise ValueError(
                     f"bad ablation {part!r}: expected one of "
                     + ", ".join(f"{k}={'|'.join(v)}" for k, v in ABLATION_FIELDS.items())
+                    + ", " + ", ".join(f"{k}=NUMBER" for k in ABLATION_WEIGHTS)
                 )
             if value not in ABLATION_FIELDS[key]:
                 raise ValueError(f"bad ablation {part!r}: {key} must be one of {', '.join(ABLATION_FIELDS[key])}")
@@ -197,12 +211,12 @@ def parse_ablations(items: Optional[list[str]]) -> dict[str, str]:
     return out
 
 
-def ablation_suffix(ablations: dict[str, str]) -> str:
+def ablation_suffix(ablations: dict[str, Any]) -> str:
     """A file-system-safe name suffix, so ablation runs land in their own OUT/<tracker>/ folders."""
     return "".join(f"-{k}_{v}" for k, v in sorted(ablations.items()))
 
 
-def build_cract_config(config: Optional[str] = None, ablations: Optional[dict[str, str]] = None) -> Any:
+def build_cract_config(config: Optional[str] = None, ablations: Optional[dict[str, Any]] = None) -> Any:
     """Load an experiment config (the default when None) and apply ablation overrides to ``crac``.
 
     Goes through config_from_dict so that the config module's own type and range checks apply.
@@ -320,7 +334,7 @@ def parse_tracker_spec(spec: str, options: dict) -> tuple[str, dict]:
         return base, opts
     if not sep:
         return base, opts
-    ablations: dict[str, str] = {}
+    ablations: dict[str, Any] = {}
     for part in rest.split("+"):
         key, eq, value = part.partition("=")
         key, value = key.strip(), value.strip()
