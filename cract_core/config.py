@@ -323,4 +323,4 @@ def config_root(cfg: "ExperimentConfig") -> Path:
 
 
 def default_config_path() -> Path:
-    return project_root() / "config" / "model" / "cract_lite0.yaml"
+    return project_root() / "config" / "model" / "cract_nanotrack.yaml"

@@ -82,6 +82,19 @@ def resolve_checkpoint(cfg: ExperimentConfig, checkpoint: Optional[str]) -> Opti
     return path if path.is_absolute() else config_root(cfg) / path
 
 
+def untrained_stages(cfg: ExperimentConfig) -> list[str]:
+    """The stages a config runs whose weights only a trained checkpoint gives (NanoTrack's backbone
+    and BAN head come with the package; D is fitted online)."""
+    stages = []
+    if cfg.rpn.type == "anchor":
+        stages.append("the anchor RPN")
+    if cfg.crac.refinement != "none":
+        stages.append("the box regressor R")
+    if cfg.crac.classifier in ("joint", "identifier"):
+        stages.append("the identifier I")
+    return stages
+
+
 def check_image(image: Any) -> np.ndarray:
     """The tracker's input contract: a non-empty uint8 H x W x 3 BGR array."""
     if image is None:
@@ -170,6 +183,10 @@ class Tracker:
             except KeyError as exc:
                 raise CheckpointError(f"checkpoint {path} does not fit config {cfg.name}: {exc}") from None
             info = {"path": str(path), "step": ckpt.get("step")}
+        elif untrained_stages(cfg):
+            log.warning(
+                "config %s runs %s with untrained weights (no checkpoint named): fine for tests, "
+                "meaningless for tracking", cfg.name, ", ".join(untrained_stages(cfg)))
         return cls(cfg, net, device=device, mode=mode, checkpoint_info=info)
 
     def _reset_state(self, close_timeout: float = 5.0) -> None:

@@ -119,7 +119,7 @@ def test_ablation_flags_parse_and_reach_the_config():
     cfg = trk.build_cract_config(None, ab)
     assert (cfg.crac.refinement, cfg.crac.classifier, cfg.crac.pooling) == ("parallel", "identifier", "single")
     assert cfg.source  # relative checkpoint paths still resolve against the config file
-    assert trk.build_cract_config(None, {}).crac.refinement == "cascade"
+    assert trk.build_cract_config(None, {}).crac.refinement == "none"  # the shipped default's
     with pytest.raises(ValueError, match="bad ablation 'refinement=sideways'"):
         trk.parse_ablations(["refinement=sideways"])
     weights = trk.parse_ablations(["alpha=0.25,beta=1"])

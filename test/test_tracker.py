@@ -29,10 +29,12 @@ def cfg():
 
 
 def always_updating(cfg, delay: int):
-    """Thresholds at 0 so every K-th frame is reliable and collects samples whatever the heads'
-    scores: these tests are about when weights are swapped, not about the model's accuracy."""
+    """D on (the default leaves it out; MODEL_CARD.md), thresholds at 0 so every K-th frame is
+    reliable and collects samples whatever the scores: these tests are about when weights are
+    swapped, not about the model's accuracy."""
     return replace(
         cfg,
+        crac=replace(cfg.crac, classifier="discriminator"),
         tracker=replace(cfg.tracker, low_confidence=0.0, lost_confidence=0.0),
         online=replace(cfg.online, async_swap_delay=delay, reliable_score=0.0, short_term_threshold=0.0),
     )
@@ -60,6 +62,22 @@ def test_validation_sequence_runs_in_both_modes(name, shared_sequence, cfg):
             assert r.state in (TrackState.TRACKING, TrackState.LOW_CONFIDENCE, TrackState.LOST)
             assert r.timings["total"] > 0
         print(name, mode, [np.round(r.box, 1).tolist() for r in results[-3:]])
+
+
+def test_the_full_cascade_config_runs_every_stage(shared_sequence):
+    """config/model/cract_nanotrack_cascade.yaml: D is fitted on frame 1, and R, I and D change the
+    boxes the proposals alone would give on the same frames."""
+    images, gt = load_sequence(shared_sequence("otb_bird2"), 12)
+    cascade_cfg = load_config(default_config_path().with_name("cract_nanotrack_cascade.yaml"))
+    with Tracker.from_config(cascade_cfg, device="cpu") as t:
+        cascade = run(t, images, gt[0])
+        assert t.online is not None and t.online.initialized
+    with Tracker.from_config(device="cpu") as t:
+        proposals = run(t, images, gt[0])
+    assert cascade[0].timings["discriminator_init_ms"] > 0
+    for r in cascade[1:]:
+        assert np.all(np.isfinite(r.box)) and 0.0 <= r.confidence <= 1.0
+    assert any(np.abs(a.box - b.box).max() > 0.5 for a, b in zip(cascade[1:], proposals[1:]))
 
 
 def test_async_with_zero_swap_delay_equals_sync(shared_sequence, cfg):
