@@ -67,6 +67,11 @@ class CRACConfig:
     refinement: Literal["cascade", "parallel", "none"] = "cascade"
     # Table 8; none = no classification stage: the coarse scores c_i alone choose (Eq. 10 with beta = 0).
     classifier: Literal["joint", "identifier", "discriminator", "none"] = "joint"
+    # What the state (TRACKING / LOW_CONFIDENCE / LOST) is judged on.  score: the chosen box's final
+    # score (Eq. 10 without the window).  identifier: with classifier none, I's target probability v+
+    # of the chosen box alone (one RoI): a proposal score that stays high on an empty view (BAN's
+    # does: 0.95 median on frames where the target is absent) cannot say LOST.
+    confidence: Literal["score", "identifier"] = "score"
     alpha: float = 0.4  # s = alpha * v+ + (1 - alpha) * tau  (Eq. 9)
     beta: float = 0.8  # final score beta * s + (1 - beta) * c  (Eq. 10)
     regressor_conv_channels: int = 64

@@ -419,6 +419,10 @@ class Tracker:
             best = int(torch.argmax(final))
             confidence = float((beta * s[best] + (1 - beta) * penalized[idx[best]]).clamp(0, 1))
             chosen_xyxy = ref.refined_xyxy[best] if ref is not None else props[best]
+            if ccfg.confidence == "identifier" and ref is None:
+                # the proposals choose the box; I says whether it is the target (one RoI: ~1 ms)
+                confidence = float(self.net.refine(phi_x, props[best:best + 1], self._template.f_init).identity_prob[0])
+                timings["confidence"] = (time.perf_counter() - t3) * 1e3
             chosen_crop = geometry.xyxy_to_xywh(chosen_xyxy.cpu().numpy().astype(np.float64))
 
         self._update_state(confidence)

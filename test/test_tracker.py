@@ -80,6 +80,26 @@ def test_the_full_cascade_config_runs_every_stage(shared_sequence):
     assert any(np.abs(a.box - b.box).max() > 0.5 for a, b in zip(cascade[1:], proposals[1:]))
 
 
+def test_follow_config_says_lost_on_an_empty_view_where_the_default_cannot(shared_sequence):
+    """crac.confidence: identifier (config/model/cract_nanotrack_follow.yaml): same boxes as the
+    default while the target is there, and LOST within a few blank frames; the default's proposal
+    score stays high on a blank view (why following uses the other config)."""
+    images, gt = load_sequence(shared_sequence("otb_bird2"), 8)
+    blank = [np.full_like(images[0], 127)] * 8
+    follow_cfg = load_config(default_config_path().with_name("cract_nanotrack_follow.yaml"))
+    with Tracker.from_config(follow_cfg, device="cpu") as t:
+        follow = run(t, images + blank, gt[0])
+    with Tracker.from_config(device="cpu") as t:
+        default = run(t, images + blank, gt[0])
+    for a, b in zip(follow[:len(images)], default[:len(images)]):
+        if a.state != TrackState.LOST:  # the same proposal; only the size update's rate follows the confidence
+            np.testing.assert_allclose(a.box[:2] + a.box[2:] / 2, b.box[:2] + b.box[2:] / 2, atol=1.0)
+            np.testing.assert_allclose(a.box[2:], b.box[2:], rtol=0.05)
+    assert follow[-1].state == TrackState.LOST and follow[-1].confidence < follow_cfg.tracker.lost_confidence
+    assert "confidence" in follow[-1].timings
+    assert default[-1].state != TrackState.LOST and default[-1].confidence > 0.5
+
+
 def test_async_with_zero_swap_delay_equals_sync(shared_sequence, cfg):
     """async_swap_delay = 0: the worker solves, the new weights are swapped in before the next frame,
     exactly as the synchronous mode does: identical boxes, scores and versions."""
