@@ -27,7 +27,7 @@ ROS_ENV := AMENT_PREFIX_PATH=$(CURDIR)/$(VENV) \
 
 PYTEST_ARGS ?=
 
-.PHONY: all venv test demo clean-build
+.PHONY: all venv test demo follow-demo clean-build
 all: test
 
 venv: $(STAMP)
@@ -46,6 +46,11 @@ test: $(STAMP)
 # video, an image folder or a rosbag2. Output under runs/demo/. Offline, no ROS: python -m cract_core.demo
 demo: $(STAMP)
 	$(ROS_ENV) $(PY) -m cract_ros.demo $(DEMO_ARGS)
+
+# The follow loop closed: tracker node + follower + a simulated camera on a moving vehicle, over DDS;
+# plots and contact sheets under runs/follow_demo/. FOLLOW_ARGS="--rates 10 --redesignate-after none".
+follow-demo: $(STAMP)
+	$(ROS_ENV) $(PY) -m cract_ros.follow_demo $(FOLLOW_ARGS)
 
 # Removes the cmake build tree (not .venv): the next make rebuilds msg/srv.
 clean-build:
