@@ -250,8 +250,12 @@ def config_from_dict(data: dict) -> ExperimentConfig:
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
-    """Load an experiment YAML; errors name the file and the offending key."""
+    """Load an experiment YAML; errors name the file and the offending key.  A bare file name that is
+    not a file here is looked up among the package's own configs (config/model/ of the source tree
+    or of share/cract), so a node parameter can say ``model_config: cract_nanotrack_follow.yaml``."""
     path = Path(path)
+    if not path.is_file() and path.name == str(path) and (project_root() / "config" / "model" / path).is_file():
+        path = project_root() / "config" / "model" / path
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     with path.open() as fh:

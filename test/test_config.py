@@ -155,6 +155,18 @@ def test_paper_constants_in_the_cascade_yamls(name: str) -> None:
     _check_paper_constants(load_config(REPO / "config" / "model" / name))
 
 
+def test_a_bare_name_finds_the_package_config(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # not where the configs are
+    cfg = load_config("cract_nanotrack_follow.yaml")
+    assert cfg.name == "cract_nanotrack_follow" and cfg.crac.confidence == "identifier"
+    (tmp_path / "cract_nanotrack_follow.yaml").write_text("name: mine\n")
+    assert load_config("cract_nanotrack_follow.yaml").name == "mine"  # a file here comes first
+    with pytest.raises(ConfigError, match="nope.yaml does not exist"):
+        load_config("nope.yaml")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("sub/cract_nanotrack_follow.yaml")  # only bare names are looked up
+
+
 def test_to_dict_round_trip() -> None:
     cfg = load_config(default_config_path())
     again = config_from_dict(to_dict(cfg))
