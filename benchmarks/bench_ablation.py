@@ -18,9 +18,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_baselines import BASELINE_MODEL_FILES  # noqa: E402
 from cract_core.eval import cli  # noqa: E402
 
-SHARED_MODELS = ROOT.parent / "shared" / "models"
 # (label, crac settings, needs the trained R / I heads)
 STAGES = [
     ("proposals alone", "refinement=none+classifier=none", False),
@@ -85,10 +87,9 @@ def main() -> int:
     baselines = [b for b in args.baselines.split(",") if b]
     specs, groups = tracker_specs(args.config, args.checkpoint, baselines, not args.no_lite0, args.settings)
     argv = ["--sequences", args.sequences, "--trackers", ",".join(specs), "--jobs", "1", "--threads", str(args.threads),
-            "--out", args.out, "--title", "stage ablation",
-            "--nanotrack-backbone", str(SHARED_MODELS / "nanotrack_v2" / "nanotrack_backbone_sim_v2.onnx"),
-            "--nanotrack-neckhead", str(SHARED_MODELS / "nanotrack_v2" / "nanotrack_head_sim_v2.onnx"),
-            "--vittrack-model", str(SHARED_MODELS / "vittrack" / "vitTracker.onnx")]
+            "--out", args.out, "--title", "stage ablation"]
+    for flag, path in BASELINE_MODEL_FILES.items():
+        argv += [flag, str(path)]
     rc = cli.main(argv + extra)
     summary = json.loads((Path(args.out) / "summary.json").read_text())
     table = ablation_table(summary, groups)

@@ -27,6 +27,12 @@ sys.path.insert(0, str(ROOT))
 from cract_core.eval import cli  # noqa: E402
 
 SHARED_MODELS = ROOT.parent / "shared" / "models"
+# cract-eval's flags for the baselines' model files and where ../shared/models keeps them
+BASELINE_MODEL_FILES = {
+    "--nanotrack-backbone": SHARED_MODELS / "nanotrack_v2" / "nanotrack_backbone_sim_v2.onnx",
+    "--nanotrack-neckhead": SHARED_MODELS / "nanotrack_v2" / "nanotrack_head_sim_v2.onnx",
+    "--vittrack-model": SHARED_MODELS / "vittrack" / "vitTracker.onnx",
+}
 LABELS = {"cract": "cract (shipped default)", "csrt": "OpenCV CSRT", "nanotrack": "OpenCV NanoTrack V2",
           "vittrack": "OpenCV VitTrack"}
 BEGIN, END = "<!-- validation-table:begin -->", "<!-- validation-table:end -->"
@@ -83,9 +89,8 @@ def main() -> int:
     p.add_argument("--trackers", default="cract,csrt,nanotrack,vittrack")
     p.add_argument("--out", default=str(ROOT / "runs" / "eval_validation"))
     p.add_argument("--threads", type=int, default=2, help="intra-op threads (the speed table's 2 threads)")
-    p.add_argument("--nanotrack-backbone", default=str(SHARED_MODELS / "nanotrack_v2" / "nanotrack_backbone_sim_v2.onnx"))
-    p.add_argument("--nanotrack-neckhead", default=str(SHARED_MODELS / "nanotrack_v2" / "nanotrack_head_sim_v2.onnx"))
-    p.add_argument("--vittrack-model", default=str(SHARED_MODELS / "vittrack" / "vitTracker.onnx"))
+    for flag, path in BASELINE_MODEL_FILES.items():
+        p.add_argument(flag, default=str(path))
     p.add_argument("--docs", action="store_true", help="copy table, summary and plots to docs/eval/ and update README.md")
     args, extra = p.parse_known_args()
     argv = ["--sequences", args.sequences, "--trackers", args.trackers, "--jobs", "1", "--threads", str(args.threads),

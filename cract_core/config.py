@@ -289,6 +289,9 @@ def validate(cfg: ExperimentConfig) -> None:
         (cfg.train.lr > 0 and cfg.train.backbone_lr_scale >= 0, "train.lr must be > 0 and train.backbone_lr_scale >= 0"),
         (cfg.tracker.search_size > cfg.tracker.template_size, "tracker.search_size must exceed template_size"),
         (cfg.tracker.lost_confidence <= cfg.tracker.low_confidence, "tracker.lost_confidence <= low_confidence required"),
+        (cfg.crac.confidence == "score" or (cfg.crac.refinement, cfg.crac.classifier) == ("none", "none"),
+         "crac.confidence identifier needs crac.refinement none and crac.classifier none (with a classifier, "
+         "its score is the confidence)"),
     ]
     if cfg.rpn.type == "ban":
         checks.append((cfg.backbone.name == "nanotrack_v3" and cfg.backbone.neck == "last",

@@ -90,7 +90,7 @@ def untrained_stages(cfg: ExperimentConfig) -> list[str]:
         stages.append("the anchor RPN")
     if cfg.crac.refinement != "none":
         stages.append("the box regressor R")
-    if cfg.crac.classifier in ("joint", "identifier"):
+    if cfg.crac.classifier in ("joint", "identifier") or cfg.crac.confidence == "identifier":
         stages.append("the identifier I")
     return stages
 
@@ -183,10 +183,9 @@ class Tracker:
             except KeyError as exc:
                 raise CheckpointError(f"checkpoint {path} does not fit config {cfg.name}: {exc}") from None
             info = {"path": str(path), "step": ckpt.get("step")}
-        elif untrained_stages(cfg):
-            log.warning(
-                "config %s runs %s with untrained weights (no checkpoint named): fine for tests, "
-                "meaningless for tracking", cfg.name, ", ".join(untrained_stages(cfg)))
+        elif stages := untrained_stages(cfg):
+            log.warning("config %s runs %s with untrained weights (no checkpoint named): fine for tests, "
+                        "meaningless for tracking", cfg.name, ", ".join(stages))
         return cls(cfg, net, device=device, mode=mode, checkpoint_info=info)
 
     def _reset_state(self, close_timeout: float = 5.0) -> None:
@@ -419,10 +418,11 @@ class Tracker:
             best = int(torch.argmax(final))
             confidence = float((beta * s[best] + (1 - beta) * penalized[idx[best]]).clamp(0, 1))
             chosen_xyxy = ref.refined_xyxy[best] if ref is not None else props[best]
-            if ccfg.confidence == "identifier" and ref is None:
+            if ccfg.confidence == "identifier":  # (the config allows it only without R and a classifier)
                 # the proposals choose the box; I says whether it is the target (one RoI: ~1 ms)
+                t_conf = time.perf_counter()
                 confidence = float(self.net.refine(phi_x, props[best:best + 1], self._template.f_init).identity_prob[0])
-                timings["confidence"] = (time.perf_counter() - t3) * 1e3
+                timings["confidence"] = (time.perf_counter() - t_conf) * 1e3
             chosen_crop = geometry.xyxy_to_xywh(chosen_xyxy.cpu().numpy().astype(np.float64))
 
         self._update_state(confidence)

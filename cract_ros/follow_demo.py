@@ -56,8 +56,10 @@ class FollowLoopError(RuntimeError):
 
 
 # The tracker model a follower should run: the default's boxes, with a confidence that falls when
-# the target is gone (the default's stays high: it would never say LOST).
-FOLLOW_MODEL_CONFIG = Path(__file__).resolve().parent.parent / "config" / "model" / "cract_nanotrack_follow.yaml"
+# the target is gone (the default's stays high: it would never say LOST).  A bare name: load_config
+# finds it in the package's config/model/, in the source tree or installed in share/cract.
+FOLLOW_MODEL_CONFIG = "cract_nanotrack_follow.yaml"
+
 
 @dataclass
 class FrameRecord:
@@ -167,7 +169,7 @@ class FollowLoop:
         self.desired_size = float(truth0.box[2] * truth0.box[3] / (cam.width * cam.height))
         # the following model: the default's boxes with I judging LOST (config/model/cract_nanotrack_follow.yaml)
         tracker = {"use_sim_time": True, "lockstep": True, "tracker_mode": "sync", "watchdog_timeout_s": 3600.0,
-                   "model_config": str(FOLLOW_MODEL_CONFIG), **(tracker_params or {})}
+                   "model_config": FOLLOW_MODEL_CONFIG, **(tracker_params or {})}
         follower = {"use_sim_time": True, "desired_size": round(self.desired_size, 6), **(follower_params or {})}
         self.min_confidence = float(follower.get("min_confidence", _follower_default("min_confidence")))
         log_dir.mkdir(parents=True, exist_ok=True)

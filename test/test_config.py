@@ -167,6 +167,13 @@ def test_a_bare_name_finds_the_package_config(tmp_path, monkeypatch) -> None:
         load_config("sub/cract_nanotrack_follow.yaml")  # only bare names are looked up
 
 
+def test_identifier_confidence_only_without_a_classifier() -> None:
+    data = to_dict(load_config(REPO / "config" / "model" / "cract_nanotrack_follow.yaml"))
+    data["crac"]["classifier"] = "joint"  # then the joint score is the confidence: asking for I's is a mistake
+    with pytest.raises(ConfigError, match="crac.confidence identifier needs"):
+        config_from_dict(data)
+
+
 def test_to_dict_round_trip() -> None:
     cfg = load_config(default_config_path())
     again = config_from_dict(to_dict(cfg))

@@ -32,7 +32,7 @@ def test_short_soak_no_growth(shared_sequence, rclpy_init, tmp_path) -> None:
     result = run_soak(frames, boxes, FRAMES, fps=30.0, log_dir=tmp_path, pause_s=1.5, settle_s=2.0,
                       overrides={"num_threads": 1, "warmup": False, "watchdog_timeout_s": 0.5,
                                  # the blank view must turn LOST: the model whose confidence can fall
-                                 "model_config": str(FOLLOW_MODEL_CONFIG)})
+                                 "model_config": FOLLOW_MODEL_CONFIG})
     s = summarize(result, warmup_s=WARMUP_S)
     print(s)
     sets = [e for e in result.events if e["kind"] == "set"]
