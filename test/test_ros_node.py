@@ -54,13 +54,13 @@ def shared_heads_checkpoint(tmp_path: Path) -> str:
     """The trained heads the default config names when they exist; else one set of untrained
     heads written to a file, so that the node process and the offline tracker use the same."""
     from cract_core.config import default_config_path, load_config
-    from cract_core.tracker import resolve_checkpoint
+    from cract_core.tracker import resolve_checkpoint, untrained_stages
 
     cfg = load_config(default_config_path())
     shipped = resolve_checkpoint(cfg, None)
     if shipped is not None and shipped.is_file():
         return ""
-    if cfg.crac.refinement == "none" and cfg.crac.classifier == "none":
+    if not untrained_stages(cfg):
         return ""  # the default runs no trained head of ours (NanoTrack's weights ship in models/)
     import torch
     from cract_core.checkpoint import save_checkpoint
