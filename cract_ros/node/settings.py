@@ -1,0 +1,77 @@
+"""The tracker node's parameters (every one declared, described and bounded here; config/cract.yaml
+holds their values) and the rules that tie several of them together."""
+from __future__ import annotations
+
+from cract_ros.parameters import ParamSpec, check_values
+
+NODE_NAME = "cract_tracker"
+STATE_NAMES = {0: "IDLE", 1: "TRACKING", 2: "LOW_CONFIDENCE", 3: "LOST"}
+
+
+
+
+PARAMETERS: dict[str, ParamSpec] = {
+    # lifecycle
+    "autostart": ParamSpec(True, "configure and activate at start (ros2 run tracks at once); false: stay "
+                           "unconfigured until a lifecycle manager drives the node", startup=True),
+    # model
+    "model_config": ParamSpec("", "experiment YAML (config/model/*.yaml); empty = the built-in default"),
+    "checkpoint": ParamSpec("", "trained heads (.pt); empty = the checkpoint the model config names"),
+    "device": ParamSpec("auto", "where the network runs: auto (CUDA when present), cpu or cuda",
+                        choices=("auto", "cpu", "cuda")),
+    "num_threads": ParamSpec(0, "torch CPU threads; 0 = torch's default", minimum=0),
+    "tracker_mode": ParamSpec("async", "async: discriminator updates on the tracker's worker, off the frame path; "
+                              "sync: inside the frame (deterministic, for evaluation)", choices=("async", "sync")),
+    "warmup": ParamSpec(True, "run the network on a synthetic frame at configure so the first real frame is not slow"),
+    # input
+    "image_topic": ParamSpec("image", "image topic (relative names resolve in the node's namespace; remappable)"),
+    "image_transport": ParamSpec("raw", "raw: sensor_msgs/Image on image_topic; compressed: "
+                                 "sensor_msgs/CompressedImage on image_topic + '/compressed'",
+                                 choices=("raw", "compressed")),
+    "camera_info_topic": ParamSpec("camera_info", "sensor_msgs/CameraInfo of the camera (remappable); its "
+                                   "calibration gives TrackedObject's bearings; empty = none (bearings NaN)"),
+    "image_is_rectified": ParamSpec(False, "the image is rectified (image_proc's image_rect): bearings from "
+                                    "CameraInfo's P without distortion; false: from K and D (image_raw)"),
+    "lockstep": ParamSpec(False, "process every frame in arrival order instead of only the newest "
+                          "(bag evaluation, tests, lock-step simulation); nothing is dropped", runtime=True),
+    "frame_buffer_size": ParamSpec(30, "frames kept for ~/set_target's stamp look-up", minimum=1),
+    "target_topic_type": ParamSpec("tracked_object", "message type of ~/target: tracked_object "
+                                   "(cract/msg/TrackedObject, its header stamp picks the frame) or roi "
+                                   "(sensor_msgs/RegionOfInterest, the newest frame)",
+                                   choices=("tracked_object", "roi")),
+    # tracker (runtime: applied through Tracker.set_params)
+    "alpha": ParamSpec(0.4, "s = alpha * v+ + (1 - alpha) * tau (Eq. 9)", runtime=True, minimum=0.0, maximum=1.0),
+    "beta": ParamSpec(0.8, "final score beta * s + (1 - beta) * c (Eq. 10)", runtime=True, minimum=0.0, maximum=1.0),
+    "low_confidence": ParamSpec(0.45, "final score below this: LOW_CONFIDENCE", runtime=True, minimum=0.0, maximum=1.0),
+    "lost_confidence": ParamSpec(0.2, "final score below this for a few frames: LOST (<= low_confidence)",
+                                 runtime=True, minimum=0.0, maximum=1.0),
+    "update_interval": ParamSpec(10, "K: frames between discriminator updates", runtime=True, minimum=1),
+    # output
+    "debug_image": ParamSpec(True, "publish ~/debug_image (box drawn) while someone subscribes to it", runtime=True),
+    "diagnostics_period_s": ParamSpec(1.0, "period of /diagnostics", minimum=0.0, exclusive_minimum=True,
+                                      startup=True),
+    "watchdog_timeout_s": ParamSpec(2.0, "no image for this long while tracking: state LOST and a warning",
+                                    runtime=True, minimum=0.0, exclusive_minimum=True),
+    "init_timeout_s": ParamSpec(30.0, "how long ~/set_target waits for the tracker's thread", runtime=True,
+                                minimum=0.0, exclusive_minimum=True),
+    # tests
+    "test_hold_updates": ParamSpec(False, "test only: true holds the discriminator solver (the tracker's "
+                                   "online.solve_gate) so that no new weights arrive; false releases it",
+                                   runtime=True),
+}
+
+# node parameter -> keyword of Tracker.set_params
+TRACKER_RUNTIME_PARAMS = ("alpha", "beta", "low_confidence", "lost_confidence", "update_interval")
+
+
+class NodeStartupError(RuntimeError):
+    """The node cannot start or configure: a bad parameter, or the model would not load."""
+
+
+def check_parameters(values: dict) -> list[str]:
+    """Every reason why the node's parameter values are not acceptable together."""
+    problems = check_values(PARAMETERS, values)
+    if values["lost_confidence"] > values["low_confidence"]:
+        problems.append(f"lost_confidence ({values['lost_confidence']}) must be <= low_confidence "
+                        f"({values['low_confidence']})")
+    return problems
