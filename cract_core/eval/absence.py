@@ -237,3 +237,35 @@ def summarize_runs(runs: list[AbsenceRun]) -> dict:
         "lt_curve": {"precision": curve["precision"].round(6).tolist(), "recall": curve["recall"].round(6).tolist(),
                      "thresholds": [_finite(x) for x in curve["thresholds"]]},
     }
+
+
+def _cell(v: Optional[float], fmt: str, width: int) -> str:
+    return (format(v, fmt) if v is not None else "-").rjust(width)
+
+
+def format_table(summary: dict) -> str:
+    """The absence protocol's table: one row per tracker (summary["trackers"][name]["mean"])."""
+    nw = max([28] + [len(n) for n in summary["trackers"]])
+    head = (f"{'tracker (absence protocol)':<{nw}} {'runs':>4} {'absent!TRK':>10} {'presentTRK':>10} "
+            f"{'refind p50':>10} {'never':>5} {'LT-P':>6} {'LT-R':>6} {'LT-F':>6} {'thr':>6} {'AUCpres':>7}")
+    lines = [head, "-" * len(head)]
+    for name, t in summary["trackers"].items():
+        m = t["mean"]
+        lines.append(
+            f"{name:<{nw}} {m.get('runs', 0):>4} {_cell(m.get('absent_not_tracking'), '.3f', 10)} "
+            f"{_cell(m.get('present_tracking'), '.3f', 10)} {_cell(m.get('refind_frames_median'), '.1f', 10)} "
+            f"{m.get('never_refound', 0):>5} {_cell(m.get('lt_precision'), '.3f', 6)} {_cell(m.get('lt_recall'), '.3f', 6)} "
+            f"{_cell(m.get('lt_f'), '.3f', 6)} {_cell(m.get('lt_threshold'), '.3f', 6)} {_cell(m.get('auc_present'), '.3f', 7)}"
+        )
+    a = summary.get("absence", {})
+    lines.append(f"(absent!TRK: share of absent frames not reported TRACKING; presentTRK: share of present frames "
+                 f"reported TRACKING; refind p50: median frames after the return until IoU > {a.get('refind_iou', REFIND_IOU)}, "
+                 f"never: runs that never re-find; LT-P/R/F at the best threshold thr (VOT-LT); gap {a.get('gap')}, "
+                 f"k {a.get('k') or 'a third of each sequence'})")
+    return "\n".join(lines)
+
+
+def describe_runs(runs: list[SplicedSequence]) -> dict:
+    """Each run's splice, for summary.json (``absence.runs``): enough to rebuild the sequences."""
+    return {r.name: {"host": r.host, "donor": r.donor, "k": r.return_index - int(r.foreign.sum()),
+                     "gap": int(r.foreign.sum()), "return_index": r.return_index} for r in runs}

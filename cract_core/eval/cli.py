@@ -5,6 +5,10 @@
     cract-eval --sequences @validation --trackers cract,csrt --out runs/eval_validation
     python -m cract_core.eval.cli --help
 
+``--protocol absence`` cuts every sequence away to another scene of the set for --absence-gap
+frames after its first --absence-k frames and back (cract_core/eval/absence.py), and adds the
+absence figures, VOT-LT precision / recall / F and a precision-recall plot.
+
 ``--sequences @validation`` (also @validation4, @train, @all) runs one of the project's splits
 (cract_core/datasets/splits.py); its extra sequences are read from --extra-data, else
 $CRACT_EXTRA_DATA, else data/extra under the project root.
@@ -22,7 +26,7 @@ from pathlib import Path
 from typing import Optional, Sequence as Seq
 
 from cract_core import datasets
-from cract_core.eval import metrics, plots, runner, submission
+from cract_core.eval import absence, metrics, plots, runner, submission
 from cract_core.eval import trackers as trk
 
 
@@ -57,8 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="intra-op threads per process (default: cores / jobs)")
     p.add_argument("--max-frames", type=int, default=None, help="run only the first N frames of each sequence")
-    p.add_argument("--protocol", choices=("ope", "reset"), default=None,
-                   help="one-pass, or VOT's reset protocol (default: reset for vot, ope otherwise)")
+    p.add_argument("--protocol", choices=("ope", "reset", "absence"), default=None,
+                   help="one-pass, VOT's reset protocol, or one pass over sequences cut away to another scene "
+                        "and back (absence; see cract_core/eval/absence.py) (default: reset for vot, ope otherwise)")
+    p.add_argument("--absence-k", type=int, default=None,
+                   help="absence protocol: host frames before the cut (default: a third of each sequence)")
+    p.add_argument("--absence-gap", type=int, default=absence.DEFAULT_GAP,
+                   help="absence protocol: frames of another sequence spliced in (the target absent)")
+    p.add_argument("--absence-scenes", type=int, default=absence.DEFAULT_SCENES,
+                   help="absence protocol: runs per sequence, each cut away to a different sequence")
     p.add_argument("--convention", choices=("exclude", "otb_toolkit"), default="exclude",
                    help="how absent frames and empty predictions are scored (see cract_core/eval/metrics.py)")
     p.add_argument("--eao-interval", default=f"{metrics.VOT2018_EAO_INTERVAL[0]},{metrics.VOT2018_EAO_INTERVAL[1]}",
@@ -113,6 +124,14 @@ def main(argv: Optional[Seq[str]] = None) -> int:
         return _fail(str(exc))
     seqs = [s.head(args.max_frames) for s in seqs]
     protocol = args.protocol or ("reset" if benchmark == "vot" else "ope")
+    if protocol == "absence":
+        if args.absence_k is not None and args.absence_k < 1:
+            return _fail(f"--absence-k must be >= 1, got {args.absence_k}")
+        try:
+            # --max-frames cut the hosts above; the spliced runs are longer by the gap.
+            seqs = absence.absence_runs(seqs, args.absence_k, args.absence_gap, args.absence_scenes)
+        except ValueError as exc:
+            return _fail(str(exc))
 
     options = {
         "config": args.config,
@@ -153,6 +172,13 @@ def main(argv: Optional[Seq[str]] = None) -> int:
         results, seqs, jobs=jobs, threads=threads, benchmark=benchmark, sequences_dir=str(args.sequences),
         protocol=protocol, convention=args.convention, max_frames=args.max_frames, eao_interval=(low, high),
     )
+    if protocol == "absence":
+        summary["absence"] = {"k": args.absence_k, "gap": args.absence_gap, "scenes": args.absence_scenes,
+                              "refind_iou": absence.REFIND_IOU, "runs": absence.describe_runs(seqs)}
+        for s in seqs:  # the spliced ground truth (NaN rows where cut away): results can be re-scored
+            runner.write_boxes(out / "groundtruth" / f"{s.name}.txt", s.groundtruth)
+        plots.plot_longterm_pr(summary, out / "lt_precision_recall.png",
+                               f"Long-term precision / recall: {args.title}" if args.title else None)
     runner.write_summary(out, summary)
     plots.plot_success(summary, out / "success.png", f"Success plot: {args.title}" if args.title else None)
     plots.plot_precision(summary, out / "precision.png", f"Precision plot: {args.title}" if args.title else None)

@@ -82,3 +82,37 @@ def plot_precision(summary: dict, path: Path, title: Optional[str] = None) -> Op
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
     return _save(plt, fig, path)
+
+
+def plot_longterm_pr(summary: dict, path: Path, title: Optional[str] = None) -> Optional[Path]:
+    """VOT-LT tracking precision against recall over confidence thresholds (absence protocol),
+    one curve per tracker, the best F marked and in the legend."""
+    curves = []
+    for name, t in summary["trackers"].items():
+        m = t["mean"]
+        c = m.get("lt_curve")
+        if not c or m.get("lt_f") is None:
+            continue
+        curves.append((name, np.asarray(c["recall"]), np.asarray(c["precision"]), m))
+    if not curves:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=120)
+    for name, rec, prec, m in sorted(curves, key=lambda c: -c[3]["lt_f"]):
+        # The +inf threshold's point (precision 1 by convention, recall 0) is no operating point.
+        line, = ax.plot(rec[1:], prec[1:], linewidth=2, label=f"{name} [F {m['lt_f']:.3f}]")
+        ax.plot([m["lt_recall"]], [m["lt_precision"]], "o", color=line.get_color())
+    # Iso-F lines help read the best point.
+    r = np.linspace(0.01, 1, 200)
+    for f in (0.2, 0.4, 0.6, 0.8):
+        p = f * r / (2 * r - f)
+        ok = (p > 0) & (p <= 1)
+        ax.plot(r[ok], p[ok], color="grey", linestyle=":", linewidth=0.8)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("Tracking recall")
+    ax.set_ylabel("Tracking precision")
+    ax.set_title(title or f"Long-term precision / recall: {_scope(summary)}")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower left")
+    return _save(plt, fig, path)

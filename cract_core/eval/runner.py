@@ -5,6 +5,9 @@ Outputs under ``OUT`` (cli.main writes them with the functions here):
 * ``OUT/<tracker>/<sequence>.txt`` one line a frame, the first included: ``x,y,w,h`` in the
   benchmark's own coordinates (the first line is the ground-truth box the tracker was given;
   ``nan`` where a tracker had no box, e.g. the frames skipped after a VOT failure).
+* ``OUT/<tracker>/<sequence>.state.txt`` one line a frame: ``confidence,STATE`` (``nan`` where
+  the tracker gives no confidence; STATE is what it reported, ``INIT`` on initialisation frames,
+  empty where it says nothing; trackers.py lists each tracker's states).
 * ``OUT/summary.json`` (schema below), the plots (see plots.py), ``OUT/table.txt`` (the table the
   CLI prints) and ``OUT/submission/<benchmark>/`` (see submission.py).
 
@@ -14,7 +17,10 @@ summary.json, schema 1
 
     {"schema": 1,
      "created": "2026-11-25T17:00:00+00:00", "benchmark": "folder", "sequences_dir": "...",
-     "protocol": "ope" | "reset",      # reset = VOT's re-initialisation protocol
+     "protocol": "ope" | "reset" | "absence",   # reset = VOT's re-initialisation protocol;
+                                       # absence = sequences cut away and back (absence.py)
+     "absence": {"k": null, "gap": 30, "scenes": 2, "refind_iou": 0.3,      # protocol absence only
+                 "runs": {"<host>+cut_<donor>": {"host", "donor", "k", "gap", "return_index"}}},
      "convention": "exclude" | "otb_toolkit",   # metrics.py explains both
      "jobs": 1, "threads": 2, "max_frames": null,
      "speed_valid": true,              # speed figures only when sequences ran one at a time
@@ -31,12 +37,17 @@ summary.json, schema 1
                   "success_curve": [21 floats], "precision_curve": [51 floats],
                   "norm_precision_curve": [51 floats],
                   # protocol "reset" only: "accuracy", "robustness", "failures", "eao", "eao_interval"
+                  # protocol "absence" only (absence.summarize_runs): "runs", "absent_frames",
+                  # "present_frames", "absent_not_tracking", "present_tracking",
+                  # "refind_frames_median", "never_refound", "lt_f", "lt_precision", "lt_recall",
+                  # "lt_threshold", "auc_present", "lt_curve": {"precision", "recall", "thresholds"}
                  },
          "sequences": {"<seq>": {"auc", "prec20", "norm_prec", "ao", "sr50", "sr75",
                                  "frames", "evaluated_frames",
                                  "fps", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "init_ms"
                                  (+ the update-frame fields above for cract,
-                                  + "accuracy", "failures", "robustness" for "reset")}},
+                                  + "accuracy", "failures", "robustness" for "reset",
+                                  + absence.AbsenceRun.as_dict()'s fields for "absence")}},
          "errors": {"<seq>": "message"}          # sequences where the tracker raised
        }}}
 
@@ -64,7 +75,7 @@ from typing import Any, Callable, Iterable, Optional
 import cv2
 import numpy as np
 
-from cract_core.eval import metrics
+from cract_core.eval import absence, metrics
 from cract_core.eval import trackers as trk
 from cract_core.datasets import Sequence
 
@@ -86,6 +97,9 @@ class RunResult:
     error: Optional[str] = None
     # Per latency: did that frame start a model update (None when the tracker does not say).
     updated: Optional[np.ndarray] = None
+    # Per frame: the state the tracker reported (trackers.py: last_state), "INIT" where it was
+    # initialised, "" where it said nothing or was not run.
+    states: Optional[list[str]] = None
 
 
 @dataclass
@@ -129,22 +143,25 @@ def run_sequence(task: Task, on_frame: Optional[Callable[[], None]] = None) -> R
     lat: list[float] = []
     upd: list[bool] = []
     inits: list[float] = []
+    states = [""] * n
     codes = np.full(n, metrics.VOT_SKIPPED, dtype=np.int64) if task.protocol == "reset" else None
     tracker = None
     try:
         _set_threads(task.threads)
         tracker = trk.create(task.tracker, **task.options)
-        if task.protocol == "ope":
+        if task.protocol in ("ope", "absence"):  # absence: one pass over a spliced sequence
             box0 = seq.init_box
             _, ms = _timed(tracker.init, seq.image(0), box0)
             inits.append(ms)
             boxes[0] = box0
+            states[0] = "INIT"
             tick()
             for i in range(1, n):
                 img = seq.image(i)  # decoding is not the tracker's time
                 out, ms = _timed(tracker.update, img)
                 boxes[i], c = trk.split_result(out)
                 conf[i] = np.nan if c is None else c
+                states[i] = str(getattr(tracker, "last_state", ""))
                 lat.append(ms)
                 upd.append(bool(getattr(tracker, "last_updated", False)))
                 tick()
@@ -158,6 +175,7 @@ def run_sequence(task: Task, on_frame: Optional[Callable[[], None]] = None) -> R
                 _, ms = _timed(tracker.init, seq.image(i), seq.groundtruth[i])
                 inits.append(ms)
                 boxes[i], codes[i] = seq.groundtruth[i], metrics.VOT_INIT
+                states[i] = "INIT"
                 j = i + 1
                 next_init = n
                 while j < n:
@@ -167,6 +185,7 @@ def run_sequence(task: Task, on_frame: Optional[Callable[[], None]] = None) -> R
                     upd.append(bool(getattr(tracker, "last_updated", False)))
                     boxes[j], c = trk.split_result(out)
                     conf[j] = np.nan if c is None else c
+                    states[j] = str(getattr(tracker, "last_state", ""))
                     # Overlap within the image bounds, the same overlap the scores use.
                     bound = (img.shape[1], img.shape[0])
                     if gt_ok[j] and metrics.frame_iou(boxes[j], seq.groundtruth[j], bound)[0] <= 0.0:
@@ -189,7 +208,7 @@ def run_sequence(task: Task, on_frame: Optional[Callable[[], None]] = None) -> R
             close()
     has_flags = tracker is not None and hasattr(tracker, "last_updated")
     return RunResult(name, seq.name, boxes, conf, np.asarray(lat, dtype=np.float64), inits, codes, error,
-                     np.asarray(upd, dtype=bool) if has_flags else None)
+                     np.asarray(upd, dtype=bool) if has_flags else None, states)
 
 
 def run_all(tasks: list[Task], jobs: int = 1, progress: bool = True) -> list[RunResult]:
@@ -306,6 +325,7 @@ def summarize(
         scores: list[metrics.SequenceScores] = []
         all_lat, all_init, all_upd = [], [], []
         vot_runs, vot_acc_ov, vot_fail, vot_frames = [], [], 0, 0
+        absence_runs: list[absence.AbsenceRun] = []
         for r in rs:
             seq = by_name[r.sequence]
             if r.error:
@@ -336,6 +356,10 @@ def summarize(
             else:
                 entry.update({k: None for k in ("auc", "prec20", "norm_prec", "ao", "sr50", "sr75")})
                 entry.update({"frames": len(seq), "evaluated_frames": 0})
+            if protocol == "absence" and isinstance(seq, absence.SplicedSequence) and r.states is not None:
+                run = absence.score_absence_run(r.boxes, r.confidences, r.states, seq)
+                absence_runs.append(run)
+                entry.update(run.as_dict())
             sp = speed_fields(r.latencies_ms, r.init_ms, r.updated)
             entry.update(sp if speed_valid else {k: None for k in sp})
             all_lat.append(r.latencies_ms)
@@ -372,6 +396,8 @@ def summarize(
                 "eao": _f(metrics.eao(curve, eao_interval)) if curve.size else None,
                 "eao_interval": list(eao_interval),
             })
+        if protocol == "absence":
+            mean.update(absence.summarize_runs(absence_runs))
         out["trackers"][name] = {"mean": mean, "sequences": seq_out, "errors": errors}
     return out
 
@@ -396,9 +422,19 @@ def write_boxes(path: Path, boxes: np.ndarray) -> None:
             fh.write(",".join(format_number(v) for v in b) + "\n")
 
 
+def write_states(path: Path, confidences: np.ndarray, states: list[str]) -> None:
+    """One ``confidence,STATE`` line a frame (the per-frame record the absence protocol scores)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        for c, st in zip(np.asarray(confidences, dtype=np.float64).reshape(-1), states):
+            fh.write(f"{format_number(c)},{st}\n")
+
+
 def write_results(out: Path, results: list[RunResult]) -> None:
     for r in results:
         write_boxes(Path(out) / r.tracker / f"{r.sequence}.txt", r.boxes)
+        if r.states is not None:
+            write_states(Path(out) / r.tracker / f"{r.sequence}.state.txt", r.confidences, r.states)
 
 
 def write_summary(out: Path, summary: dict) -> Path:
@@ -459,6 +495,8 @@ def format_table(summary: dict) -> str:
                 e = summary["trackers"][n]["sequences"].get(s)
                 cells.append(f"{'error' if e is None else _cell(e[key], '.3f') + ' / ' + _cell(e['prec20'], '.3f'):>{w}}")
             lines.append(f"{s:<24} " + " ".join(cells))
+    if summary.get("protocol") == "absence":
+        lines += ["", absence.format_table(summary)]
     for n, t in summary["trackers"].items():
         for s, msg in t.get("errors", {}).items():
             lines.append(f"ERROR {n} on {s}: {msg.splitlines()[0]}")

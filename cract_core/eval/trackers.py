@@ -7,12 +7,20 @@ Interface (the got10k toolkit's, which every baseline here fits)::
     tracker.close() -> None                          optional: release threads / files
     tracker.last_updated: bool                       optional: this frame started a model update
                                                      (its latency is reported apart)
+    tracker.last_state: str                          optional: the state the tracker reported for
+                                                     this frame ("TRACKING", "LOW_CONFIDENCE",
+                                                     "LOST"); the absence protocol counts it
 
 Images are uint8 BGR, boxes ``x, y, w, h`` floats in the benchmark's coordinates.  A tracker
 that has no box for a frame returns NaNs (scored as IoU 0).  OpenCV's trackers report a lost
 target with ``ok=False``; we then keep their last box with confidence 0, because one-pass
 evaluation needs a box every frame and that is what a user's controller would hold.  Otherwise
 the confidence is None for CSRT/KCF/MIL (they have no score) and NanoTrack's score.
+
+The state each reports (``last_state``, read by the runner every frame): cract its
+``TrackResult.state``; the OpenCV trackers "LOST" when their update fails (CSRT, KCF, MIL's
+flag), and the scored ones (NanoTrack, VitTrack) also when their tracking score is below
+:data:`OPENCV_TRACKING_SCORE` (0.5), "TRACKING" otherwise.
 
 Registered names: ``cract`` (this project's tracker; any config / checkpoint, ablation
 overrides), ``csrt``, ``kcf``, ``mil`` (OpenCV contrib, the new ``cv2.TrackerX_create`` API of
@@ -30,6 +38,11 @@ import numpy as np
 from cract_core import geometry
 
 UpdateResult = Union[np.ndarray, tuple[np.ndarray, Optional[float]]]
+
+# The OpenCV DNN trackers (NanoTrack, VitTrack) do not say "lost" themselves: a tracking score
+# below this counts as not tracking (VitTrack's own sample draws its box only above 0.3-0.5;
+# 0.5 is the middle of NanoTrack's score range and the definition).
+OPENCV_TRACKING_SCORE = 0.5
 
 # Paper Tables 7-9: the only config fields an ablation flag may change, and their values.
 ABLATION_FIELDS = {
@@ -81,6 +94,7 @@ class OpenCVTracker:
         self._factory = factory
         self._tracker: Any = None
         self._last = np.full(4, np.nan)
+        self.last_state = "TRACKING"
 
     def init(self, image: np.ndarray, box: np.ndarray) -> None:
         h, w = image.shape[:2]
@@ -102,7 +116,10 @@ class OpenCVTracker:
             # from getTrackingScore in OpenCV 5, which means "no confidence", not a low one.
             getter = getattr(self._tracker, "getTrackingScore", None)
             score = float(getter()) if callable(getter) else -1.0
-            return self._last.copy(), (score if 0.0 <= score <= 1.0 else None)
+            scored = 0.0 <= score <= 1.0
+            self.last_state = "LOST" if scored and score < OPENCV_TRACKING_SCORE else "TRACKING"
+            return self._last.copy(), (score if scored else None)
+        self.last_state = "LOST"
         return self._last.copy(), 0.0
 
     def close(self) -> None:
@@ -251,6 +268,7 @@ class CractTracker:
         self.ablations = dict(ablations or {})
         self.name = "cract" + ablation_suffix(self.ablations)
         self.last_updated = False
+        self.last_state = "TRACKING"
         cfg = build_cract_config(config, self.ablations)
         self._tracker = Tracker.from_config(cfg, checkpoint=checkpoint, device=device, mode="sync")
 
@@ -261,6 +279,8 @@ class CractTracker:
         res = self._tracker.track(image)
         # Read by the runner: frames that start a discriminator update are timed apart (DESIGN.md).
         self.last_updated = bool(getattr(res, "updated", False))
+        # Read by the runner: the state the tracker reported (the absence protocol scores it).
+        self.last_state = getattr(res.state, "name", str(res.state))
         return np.asarray(res.box, dtype=np.float64), float(res.confidence)
 
     def close(self) -> None:
