@@ -35,6 +35,14 @@ class Diagnostics:
     def _check_watchdog_unguarded(self) -> None:
         with self._cv:
             last = self._last_image_time
+        if self._active and last is None and not self._no_image_warned:
+            waited = time.monotonic() - self._active_since
+            if waited > self.p["watchdog_timeout_s"]:  # a camera that never published (or a wrong image_topic)
+                self._no_image_warned = True
+                topic = self._image_sub.topic_name
+                self.get_logger().warning(f"no image on {topic} {waited:.1f} s after activation "
+                                          f"({self.count_publishers(topic)} publishers): is the camera running "
+                                          f"and image_topic right?")
         if not self._active or not self._target_set or self._watchdog_tripped or last is None:
             return
         silent = time.monotonic() - max(last, self._watch_since)
@@ -87,6 +95,7 @@ class Diagnostics:
             "model_mib": f"{self._model_mib:.1f}",
             "rss_mib": f"{process_rss_mib():.1f}",
             "cuda_allocated_mib": f"{cuda:.1f}" if cuda is not None else "n/a",
+            "configure_error": self._configure_error or "",
         }
 
     def _publish_diagnostics(self) -> None:
@@ -104,9 +113,15 @@ class Diagnostics:
         status = DiagnosticStatus()
         status.name = f"{self.get_name()}: tracker"
         status.hardware_id = self.get_fully_qualified_name()
-        if self._watchdog_tripped:
+        if self._configure_error and self.lifecycle_state == "unconfigured":
+            status.level = DiagnosticStatus.ERROR
+            status.message = f"configure failed: {self._configure_error}"
+        elif self._watchdog_tripped:
             status.level = DiagnosticStatus.WARN
             status.message = f"no image for {values['seconds_since_image']} s"
+        elif self._no_image_warned and values["seconds_since_image"] == "never" and self._active:
+            status.level = DiagnosticStatus.WARN
+            status.message = f"no image on {self._image_sub.topic_name} since activation"
         elif self._errors:
             status.level = DiagnosticStatus.WARN
             status.message = f"{values['state']}; {self._errors} errors"

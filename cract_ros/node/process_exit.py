@@ -44,7 +44,11 @@ def main(args: Optional[list] = None) -> NoReturn:
     # SIGSEGV/SIGABRT print every thread's Python stack (a supervisor or test that finds the node
     # hung sends SIGABRT before SIGKILL: cract_ros.process.stop_node)
     faulthandler.enable()
-    rclpy.init(args=args)
+    try:
+        rclpy.init(args=args)
+    except Exception as exc:  # rcl's own arguments: e.g. a --params-file that is missing or does not parse
+        sys.stderr.write(f"[FATAL] [{NODE_NAME}]: cannot start: {exc}\n")
+        _end_process(1)
     node: Optional[TrackerNode] = None
     executor: Optional[MultiThreadedExecutor] = None
     code = 0

@@ -133,6 +133,9 @@ class TrackerNode(FrameInput, TargetRequests, TrackingWorker, Diagnostics, Lifec
         self._watchdog_tripped = False
         self._watch_since = time.monotonic()
         self._last_heap_trim = time.monotonic()
+        self._configure_error: Optional[str] = None  # why the last configure failed (/diagnostics: ERROR)
+        self._active_since = time.monotonic()  # no image this long after activation: a warning
+        self._no_image_warned = False
 
         # made by configure / activate, released by cleanup / deactivate
         self._tracker: Any = None
@@ -208,6 +211,7 @@ class TrackerNode(FrameInput, TargetRequests, TrackingWorker, Diagnostics, Lifec
         for name, transition in (("configure", self.trigger_configure), ("activate", self.trigger_activate)):
             if transition() != SUCCESS:
                 self.get_logger().fatal(f"autostart: {name} failed (see above); exiting")
+                self._publish_diagnostics()  # the reason, on /diagnostics too, before the process ends
                 self.exit_code = 1
                 self.finished.set_result("autostart failed")
                 return
@@ -218,8 +222,10 @@ class TrackerNode(FrameInput, TargetRequests, TrackingWorker, Diagnostics, Lifec
             self._configure()
         except Exception as exc:  # rclpy would swallow it: say why the transition failed
             self.get_logger().error(f"configure failed: {exc}")
+            self._configure_error = str(exc)
             self._unconfigure()
             return FAILURE
+        self._configure_error = None
         self.lifecycle_state = "inactive"
         self.get_logger().info(f"configured in {time.perf_counter() - t0:.1f} s: inactive "
                                f"(activate to subscribe to the camera)")
@@ -235,6 +241,7 @@ class TrackerNode(FrameInput, TargetRequests, TrackingWorker, Diagnostics, Lifec
             LifecycleNode.on_deactivate(self, state)
             return FAILURE
         self._active = True
+        self._active_since, self._no_image_warned = time.monotonic(), False
         self.lifecycle_state = "active"
         self.get_logger().info(
             f"ready: tracking {self._image_sub.topic_name} ({self.p['image_transport']}, "
