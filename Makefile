@@ -45,12 +45,12 @@ test: $(STAMP)
 # camera (../shared/data when present, else a generated one); DEMO_ARGS="--source PATH" takes a
 # video, an image folder or a rosbag2. Output under runs/demo/. Offline, no ROS: python -m cract_core.demo
 demo: $(STAMP)
-	$(ROS_ENV) $(PY) -m cract_ros.demo $(DEMO_ARGS)
+	$(ROS_ENV) $(PY) -m cract_ros.tools.demo $(DEMO_ARGS)
 
 # The follow loop closed: tracker node + follower + a simulated camera on a moving vehicle, over DDS;
 # plots and contact sheets under runs/follow_demo/. FOLLOW_ARGS="--rates 10 --redesignate-after none".
 follow-demo: $(STAMP)
-	$(ROS_ENV) $(PY) -m cract_ros.follow_demo $(FOLLOW_ARGS)
+	$(ROS_ENV) $(PY) -m cract_ros.follow.demo $(FOLLOW_ARGS)
 
 # Removes the cmake build tree (not .venv): the next make rebuilds msg/srv.
 clean-build:

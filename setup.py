@@ -16,17 +16,23 @@ setup(
     python_requires=">=3.10",
     # Pinned runtime versions live in requirements.txt; these are the loose needs for pip users.
     install_requires=["torch", "torchvision", "numpy", "opencv-contrib-python-headless", "PyYAML"],
+    # `pip install .[vot]`: cract-trax and cract-vot (docs/vot.md). attributee 0.1.10 fails to import on
+    # Python 3.11, so 0.1.9 is pinned.
+    extras_require={"vot": ["vot-toolkit==0.9.0", "vot-trax==4.0.2", "attributee==0.1.9"]},
     entry_points={
         "console_scripts": [
             # the same entry point CMake installs as lib/cract/tracker_node
             "cract-tracker-node=cract_ros.node:main",
             # TrackedObject -> Twist / TwistStamped for a following vehicle (lib/cract/follower_node in CMake)
-            "cract-follower=cract_ros.follower:main",
-            # rosbag2: sequences to bags, lock-step / real-time evaluation of bags (cract_ros/bag_eval.py)
-            "cract-bag=cract_ros.bag_eval:main",
+            "cract-follower=cract_ros.follow.follower:main",
+            # rosbag2: sequences to bags, lock-step / real-time evaluation of bags (cract_ros/bags/bag_eval.py)
+            "cract-bag=cract_ros.bags.bag_eval:main",
             # the evaluation toolkit and the training pipeline of cract_core
             "cract-eval=cract_core.eval.cli:main",
             "cract-train=cract_core.train.cli:main",
+            # vot-toolkit: cract as a TraX server, and a workspace from a folder or a split (cract_core/vot/)
+            "cract-trax=cract_core.vot.trax_server:main",
+            "cract-vot=cract_core.vot.workspace:main",
         ],
     },
 )

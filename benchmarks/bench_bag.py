@@ -24,7 +24,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from cract_ros import bag_eval, bag_io  # noqa: E402
+from cract_ros.bags import bag_eval, bag_io  # noqa: E402
 
 VALIDATION = ("otb_bird2", "otb_woman", "uav_boat5", "uav_person11")
 

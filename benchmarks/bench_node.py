@@ -48,7 +48,7 @@ from cract.msg import TrackedObject  # noqa: E402
 from cract.srv import SetTarget  # noqa: E402
 from cract_ros.conversions import bgr_to_image  # noqa: E402
 from cract_ros.process import start_node, stop_node  # noqa: E402
-from cract_ros.sequence import read_frames, read_groundtruth  # noqa: E402
+from cract_ros.bags.sequence import read_frames, read_groundtruth  # noqa: E402
 
 
 def main() -> int:

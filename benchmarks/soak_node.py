@@ -4,7 +4,7 @@
 Streams a real sequence from ../shared/data (resized to 640x480, looped) through the node, which
 runs as its own process exactly as the launch file starts it, while targets are set, cleared and
 set again, the camera stops (the watchdog's LOST) and resumes, and the view is blanked (the
-tracker loses the target) - cract_ros.soak.default_schedule. Once a second: the node's RSS, thread
+tracker loses the target) - cract_ros.tools.soak.default_schedule. Once a second: the node's RSS, thread
 count, open file descriptors, processed rate and latency. Prints the growth after the warm-up and
 the latency drift (p95 of the node's latency_ms over the first and the last minute), and writes
 OUT/soak.json (every sample) and OUT/soak.png (the plot).
@@ -28,7 +28,7 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(ROOT / "config" / "fastdds_shm.xml"))
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
 
-from cract_ros.soak import load_scaled_sequence, plot, run_soak, summarize  # noqa: E402
+from cract_ros.tools.soak import load_scaled_sequence, plot, run_soak, summarize  # noqa: E402
 
 
 def main() -> int:

@@ -31,7 +31,7 @@ import rclpy
 from cract.msg import TrackedObject
 from cract.srv import SetTarget
 from cract_ros.process import DEFAULT_PARAMS_FILE, REPO_ROOT, node_command, stop_node
-from cract_ros.sequence import stamp_of
+from cract_ros.bags.sequence import stamp_of
 
 SHUTDOWN_TRANSITIONS = (Transition.TRANSITION_UNCONFIGURED_SHUTDOWN, Transition.TRANSITION_INACTIVE_SHUTDOWN,
                         Transition.TRANSITION_ACTIVE_SHUTDOWN)

@@ -41,7 +41,7 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
 
 
 def test_cract_bag_killed_mid_write_leaves_no_bag(shared_sequence, tmp_path) -> None:
-    from cract_ros import bag_io
+    from cract_ros.bags import bag_io
 
     seq = shared_sequence("otb_bird2")
     frames = len(list((seq / "img").glob("*.jpg")))
@@ -54,7 +54,7 @@ def test_cract_bag_killed_mid_write_leaves_no_bag(shared_sequence, tmp_path) -> 
 
     kills = 0
     for attempt in range(10):
-        proc = subprocess.Popen([sys.executable, "-m", "cract_ros.bag_eval", "from-sequence", str(seq), str(out)],
+        proc = subprocess.Popen([sys.executable, "-m", "cract_ros.bags.bag_eval", "from-sequence", str(seq), str(out)],
                                 cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         # the bag is being written: its mcap file has bytes (in the hidden partial folder)
         wait_for(lambda: proc.poll() is not None or [f for f in tmp_path.glob(".bird2.partial-*/bird2/*.mcap")
@@ -71,7 +71,7 @@ def test_cract_bag_killed_mid_write_leaves_no_bag(shared_sequence, tmp_path) -> 
         if kills == 3:
             break
     assert kills == 3, "the writer was not killed mid-write often enough to show anything"
-    done = subprocess.run([sys.executable, "-m", "cract_ros.bag_eval", "from-sequence", str(seq), str(out)],
+    done = subprocess.run([sys.executable, "-m", "cract_ros.bags.bag_eval", "from-sequence", str(seq), str(out)],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert not list(tmp_path.glob(".bird2.partial-*")), "the next writer removes what killed ones left"

@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("rosbags")
 
-from cract_ros import bag_eval, bag_io  # noqa: E402
+from cract_ros.bags import bag_eval, bag_io  # noqa: E402
 
 N_FRAMES = 20
 
@@ -78,7 +78,7 @@ def _lockstep_vs_folder(shared_sequence, tmp_path, capsys) -> None:
 def test_realtime_replay_through_the_node_completes_and_scores(shared_sequence, tmp_path, rclpy_init, capsys) -> None:
     """20 otb_bird2 frames at 10 fps through the node process: every frame is answered or counted
     as dropped, the answers carry the bag's stamps, and the run is scored against the ground truth."""
-    from cract_ros.replay import predictions_by_stamp
+    from cract_ros.bags.replay import predictions_by_stamp
 
     seq_dir = shared_sequence("otb_bird2")
     bag = make_bag(seq_dir, tmp_path / "bag", 10.0)

@@ -16,8 +16,8 @@ import pytest
 pytest.importorskip("rosbags")
 pytest.importorskip("mcap_ros2")
 
-from cract_ros import bag_eval, bag_io  # noqa: E402
-from cract_ros.sequence import read_frames, read_groundtruth  # noqa: E402
+from cract_ros.bags import bag_eval, bag_io  # noqa: E402
+from cract_ros.bags.sequence import read_frames, read_groundtruth  # noqa: E402
 
 N_FRAMES = 20
 FPS = 30.0

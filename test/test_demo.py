@@ -1,4 +1,4 @@
-"""The main job (`make demo` = python -m cract_ros.demo) end to end, as a user runs it: a real
+"""The main job (`make demo` = python -m cract_ros.tools.demo) end to end, as a user runs it: a real
 node process, a real sequence (or the generated one where ../shared/data is absent) played as a
 camera over DDS, the target set by service, a contact sheet PNG and a summary at the end.
 No timing is asserted.
@@ -23,7 +23,7 @@ TIMEOUT = 600  # node start-up and warm-up on a busy 2-core machine, then ~2 s o
 
 def run_demo(args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "cract_ros.demo", *args], cwd=REPO_ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "cract_ros.tools.demo", *args], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=TIMEOUT)
 
 
@@ -94,7 +94,7 @@ def test_demo_without_a_box_for_the_first_frame_says_what_to_do(tmp_path) -> Non
 @pytest.mark.slow
 def test_demo_plays_a_bag_with_its_ground_truth(shared_sequence, tmp_path) -> None:
     """A rosbag2 as the source: its images are published as recorded, its ground truth scores them."""
-    from cract_ros import bag_eval
+    from cract_ros.bags import bag_eval
 
     bag = tmp_path / "bag"
     assert bag_eval.main(["from-sequence", str(shared_sequence("otb_woman")), str(bag), "--max-frames", "10"]) == 0

@@ -1,4 +1,4 @@
-"""cract_ros.follow_control: the follower's control law against numbers worked out by hand.
+"""cract_ros.follow.control: the follower's control law against numbers worked out by hand.
 
 No ROS here: the node (test_follower_node.py) and the closed loop (test_follow_loop.py) are
 tested over DDS.
@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from cract_ros.follow_control import (IDLE, LOST, LOW_CONFIDENCE, TRACKING, AxisConfig, FollowConfig, Follower,
+from cract_ros.follow.control import (IDLE, LOST, LOW_CONFIDENCE, TRACKING, AxisConfig, FollowConfig, Follower,
                                       Observation, PID)
 
 OFF = AxisConfig(enabled=False)

@@ -1,12 +1,12 @@
 """The follow loop, closed over real DDS: the tracker node and the follower node as processes (as
-the launch file starts them), this process the world (cract_ros.follow_sim): a camera on a
+the launch file starts them), this process the world (cract_ros.follow.sim): a camera on a
 vehicle over a real aerial image, a real car driving the scripted path (turns, speed changes, a
 look-alike crossing, a roof that hides it).
 
 Lock-step on simulated time (/clock): frame k, then the tracker's TrackedObject and the
 follower's TwistStamped for frame k (matched by stamp), then the vehicle moves; so the numbers do
 not depend on how busy the machine is. The camera runs at 10 Hz here; the 10 and 30 Hz figures
-in the README come from `python -m cract_ros.follow_demo`.
+in the README come from `python -m cract_ros.follow.demo`.
 
 What is asserted, and why these bounds:
 
@@ -36,8 +36,8 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from cract_ros.follow_demo import FollowLoop, iou_xywh, loop_statistics  # noqa: E402
-from cract_ros.follow_sim import load_scene  # noqa: E402
+from cract_ros.follow.demo import FollowLoop, iou_xywh, loop_statistics  # noqa: E402
+from cract_ros.follow.sim import load_scene  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

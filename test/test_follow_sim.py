@@ -1,4 +1,4 @@
-"""The follow simulator (cract_ros.follow_sim), without ROS: geometry by hand, the rendering where
+"""The follow simulator (cract_ros.follow.sim), without ROS: geometry by hand, the rendering where
 the ground truth says, and the control law closing the loop on perfect measurements.
 
 The same loop with the tracker and the follower as nodes over DDS is test_follow_loop.py.
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from cract_core.camera import CameraModel
-from cract_ros.follow_control import Follower, Observation, TRACKING
-from cract_ros.follow_sim import (Path2D, Renderer, Scenario, Segment, Vehicle, VehicleState, camera_axes,
+from cract_ros.follow.control import Follower, Observation, TRACKING
+from cract_ros.follow.sim import (Path2D, Renderer, Scenario, Segment, Vehicle, VehicleState, camera_axes,
                                   load_scene, start_behind)
-from cract_ros.follower import PARAMETERS, follow_config
+from cract_ros.follow.follower import PARAMETERS, follow_config
 
 
 @pytest.fixture(scope="module")

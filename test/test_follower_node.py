@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cract_ros.follower import PARAMETERS
+from cract_ros.follow.follower import PARAMETERS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,7 +48,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 
 from cract.msg import TrackedObject  # noqa: E402
-from cract_ros.follow_demo import follower_command  # noqa: E402
+from cract_ros.follow.demo import follower_command  # noqa: E402
 from node_harness import ProcessUnderTest  # noqa: E402
 
 TRACKING, LOST, IDLE = TrackedObject.TRACKING, TrackedObject.LOST, TrackedObject.IDLE

@@ -416,7 +416,7 @@ def test_damaged_checkpoints(checkpoint_bytes, data, keep_sidecar: bool, tamper_
 # ------------------------------------------------------------------------------------------
 # rosbag2 files
 
-from cract_ros import bag_io  # noqa: E402
+from cract_ros.bags import bag_io  # noqa: E402
 
 
 @pytest.fixture(scope="module")

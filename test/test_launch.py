@@ -143,13 +143,13 @@ def test_follow_launch_starts_tracker_and_follower_in_one_namespace(follow_tree:
     executable = ast.literal_eval(_kw(follower, "executable"))
     script = _installed_programs()[executable]
     assert script.is_file() and script.stat().st_mode & 0o111
-    assert "from cract_ros.follower import main" in script.read_text()
-    assert "cract-follower=cract_ros.follower:main" in (ROOT / "setup.py").read_text()
+    assert "from cract_ros.follow.follower import main" in script.read_text()
+    assert "cract-follower=cract_ros.follow.follower:main" in (ROOT / "setup.py").read_text()
     assert ast.unparse(_kw(follower, "namespace")) == "namespace"
     assert "LaunchConfiguration('follower_params_file')" in ast.unparse(_kw(follower, "parameters"))
     remaps = ast.unparse(_kw(follower, "remappings"))
     assert "('cmd_vel', cmd_vel)" in remaps and "('cmd_vel_stamped', [cmd_vel, '_stamped'])" in remaps
     # the follower listens where the tracker publishes: <namespace>/cract_tracker/tracked_object
-    from cract_ros.follower import PARAMETERS
+    from cract_ros.follow.follower import PARAMETERS
 
     assert PARAMETERS["tracked_object_topic"].default == "cract_tracker/tracked_object"

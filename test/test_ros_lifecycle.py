@@ -21,7 +21,7 @@ from lifecycle_msgs.msg import Transition  # noqa: E402
 
 from cract.msg import TrackedObject  # noqa: E402
 from cract_ros.conversions import bgr_to_image  # noqa: E402
-from cract_ros.sequence import read_frames, read_groundtruth  # noqa: E402
+from cract_ros.bags.sequence import read_frames, read_groundtruth  # noqa: E402
 from node_harness import START_TIMEOUT, key, node_factory, stamp_msg  # noqa: E402,F401 (node_factory: a fixture)
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]

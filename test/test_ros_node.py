@@ -30,7 +30,7 @@ from std_srvs.srv import Trigger  # noqa: E402
 from cract.msg import TrackedObject  # noqa: E402
 from cract_ros.conversions import bgr_to_image  # noqa: E402
 from cract_ros.node import PARAMETERS, build_tracker  # noqa: E402
-from cract_ros.sequence import read_frames, read_groundtruth  # noqa: E402
+from cract_ros.bags.sequence import read_frames, read_groundtruth  # noqa: E402
 from node_harness import REPLY_TIMEOUT, key, node_factory, stamp_msg  # noqa: E402,F401 (node_factory: a fixture)
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]

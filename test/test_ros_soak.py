@@ -14,8 +14,8 @@ from __future__ import annotations
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-from cract_ros.follow_demo import FOLLOW_MODEL_CONFIG  # noqa: E402
-from cract_ros.soak import load_scaled_sequence, run_soak, summarize  # noqa: E402
+from cract_ros.follow.demo import FOLLOW_MODEL_CONFIG  # noqa: E402
+from cract_ros.tools.soak import load_scaled_sequence, run_soak, summarize  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

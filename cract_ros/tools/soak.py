@@ -1,6 +1,6 @@
 """A long run of the tracker node under a camera, with its resources recorded every second.
 
-The node runs as its own process exactly as the launch file starts it (cract_ros.replay.NodeReplay:
+The node runs as its own process exactly as the launch file starts it (cract_ros.bags.replay.NodeReplay:
 `--ros-args --params-file config/cract.yaml`, use_sim_time with /clock before every frame). A real
 sequence, resized and looped, is published at the camera's rate (best effort, SensorDataQoS) for
 a number of frames, while a schedule of events plays what an operator and a camera do over hours:
@@ -65,7 +65,7 @@ def load_scaled_sequence(seq_dir: Path, size: tuple[int, int], limit: Optional[i
     without a box get the last known one (they are set as targets only where one exists)."""
     import cv2
 
-    from cract_ros.sequence import read_frames, read_groundtruth
+    from cract_ros.bags.sequence import read_frames, read_groundtruth
 
     raw = list(read_frames(seq_dir, limit))
     gt = read_groundtruth(seq_dir)
@@ -161,7 +161,7 @@ def run_soak(frames_bgr: list[np.ndarray], boxes: np.ndarray, total: int, fps: f
 
     from cract.srv import SetTarget
     from cract_ros.conversions import bgr_to_image
-    from cract_ros.replay import NodeReplay, ReplayError, ReplayFrame
+    from cract_ros.bags.replay import NodeReplay, ReplayError, ReplayFrame
 
     say = progress or (lambda text: None)
     schedule = sorted(schedule if schedule is not None else default_schedule(total, fps, pause_s), key=lambda e: e.frame)

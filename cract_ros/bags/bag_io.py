@@ -34,7 +34,7 @@ import numpy as np
 
 from cract_ros.conversions import ImageConversionError, compressed_to_bgr, image_to_bgr
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -47,7 +47,7 @@ DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
 DEFAULT_GT_TOPIC = "/cract/ground_truth"
 CLOCK_TOPIC = "/clock"
 DEFAULT_FRAME_ID = "camera"
-# 1000 s after the epoch: the same origin as cract_ros.sequence.stamp_of, far from zero (a zero
+# 1000 s after the epoch: the same origin as cract_ros.bags.sequence.stamp_of, far from zero (a zero
 # stamp means "the newest frame" to ~/set_target).
 DEFAULT_START_NS = 1_000_000_000_000
 
@@ -275,7 +275,7 @@ def write_sequence_bag(seq_dir: Path | str, out_dir: Path | str, fps: float = 30
         raise BagError(f"compressed must be png or jpeg, got {compressed!r}")
     if compressed and not image_topic.endswith("/compressed"):
         image_topic = image_topic.rstrip("/") + "/compressed"
-    from cract_ros.sequence import frame_paths, read_frames, read_groundtruth
+    from cract_ros.bags.sequence import frame_paths, read_frames, read_groundtruth
 
     if not (fps > 0 and np.isfinite(fps)):
         raise BagError(f"--fps must be a positive number, got {fps}")

@@ -1,6 +1,6 @@
 """Real-time replay through the tracker node: a camera that plays recorded frames at their rate.
 
-Used by `cract-bag eval --mode realtime` and by the demo (`python -m cract_ros.demo`). It
+Used by `cract-bag eval --mode realtime` and by the demo (`python -m cract_ros.tools.demo`). It
 starts the node as its own process exactly as the launch file would (cract_ros.process:
 `--ros-args --params-file config/cract.yaml`), in a namespace of its own, and talks to it over
 real DDS from an rclpy node in this process:

@@ -10,7 +10,7 @@ Modes of `eval`:
 - lockstep: every frame, in order, through cract_core's Tracker in synchronous mode, in this
   process: deterministic, and the same boxes as `cract-eval` gives on the sequence's folder.
 - realtime: the node runs as its own process (as the launch file starts it); the bag's images
-  are published at their recorded rate as a best-effort camera with /clock (cract_ros.replay);
+  are published at their recorded rate as a best-effort camera with /clock (cract_ros.bags.replay);
   the target is set through ~/set_target with the first ground-truth box (or --init-box) and
   the first image's stamp; the node's TrackedObject messages are scored against the ground
   truth by stamp. A frame the node dropped counts as the box of the latest processed frame
@@ -35,8 +35,8 @@ from typing import Any, Optional, Sequence as Seq
 
 import numpy as np
 
-from cract_ros import bag_io
-from cract_ros.bag_io import BagError
+from cract_ros.bags import bag_io
+from cract_ros.bags.bag_io import BagError
 
 PROG = "cract-bag"
 RECORD_TOPIC = "/cract_tracker/tracked_object"  # where --record writes the boxes (both modes)
@@ -151,7 +151,7 @@ def _lockstep(seq: bag_io.SequenceData, box0: np.ndarray, config: Optional[str],
 
 def bag_replay_frames(seq: bag_io.SequenceData) -> list:
     """The bag's image messages as the replay publishes them: the stored CDR bytes, untouched."""
-    from cract_ros.replay import ReplayFrame
+    from cract_ros.bags.replay import ReplayFrame
 
     return [ReplayFrame(f.stamp_ns, (lambda raw=f.raw: raw)) for f in seq.frames]
 
@@ -159,8 +159,8 @@ def bag_replay_frames(seq: bag_io.SequenceData) -> list:
 def eval_realtime(seq: bag_io.SequenceData, init_box: Optional[np.ndarray] = None,
                   overrides: Optional[dict] = None, log_dir: Optional[Path] = None, progress: bool = False,
                   frames: Optional[list] = None) -> tuple[BagEvalResult, Any]:
-    """Replay through the node (cract_ros.replay); returns the result and the raw ReplayResult."""
-    from cract_ros.replay import NodeReplay, ReplayError
+    """Replay through the node (cract_ros.bags.replay); returns the result and the raw ReplayResult."""
+    from cract_ros.bags.replay import NodeReplay, ReplayError
 
     box0 = initial_box(seq, init_box)
     stamps = seq.stamps_ns
@@ -186,9 +186,9 @@ def eval_realtime(seq: bag_io.SequenceData, init_box: Optional[np.ndarray] = Non
 
 
 def realtime_result(result: Any, source: str, groundtruth: Optional[np.ndarray], stamps_ns: list[int]) -> BagEvalResult:
-    """A node replay (cract_ros.replay.ReplayResult) as a BagEvalResult: per frame stamp the box in
+    """A node replay (cract_ros.bags.replay.ReplayResult) as a BagEvalResult: per frame stamp the box in
     force (the last published one for dropped frames), the node's state and confidence, and scores."""
-    from cract_ros.replay import predictions_by_stamp, replay_stats
+    from cract_ros.bags.replay import predictions_by_stamp, replay_stats
 
     boxes, processed = predictions_by_stamp(result)
     by_stamp = result.last_output_by_stamp()
@@ -356,7 +356,7 @@ def _fail(msg: str, code: int = 2) -> int:
 
 
 def cmd_from_sequence(args: argparse.Namespace) -> int:
-    from cract_ros.sequence import SequenceError
+    from cract_ros.bags.sequence import SequenceError
 
     fps, why = args.fps, "--fps"
     if fps is None:
@@ -384,7 +384,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from cract_ros.replay import ReplayError
+    from cract_ros.bags.replay import ReplayError
 
     init_box = parse_box(args.init_box) if args.init_box else None
     overrides = dict(_parse_param(p) for p in args.param)

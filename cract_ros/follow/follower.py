@@ -4,7 +4,7 @@
 
 Subscribes to `tracked_object_topic` (default `cract_tracker/tracked_object`, the tracker in the
 same namespace) and publishes, for every TrackedObject, one command computed from that frame alone
-(cract_ros.follow_control: yaw rate from the horizontal bearing, vertical speed or gimbal pitch
+(cract_ros.follow.control: yaw rate from the horizontal bearing, vertical speed or gimbal pitch
 rate from the vertical one, forward speed from the size against `desired_size`; PIDs with
 limits, rate limits and deadbands, every gain in config/follower.yaml):
 
@@ -38,7 +38,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
 from cract.msg import TrackedObject
-from cract_ros.follow_control import AxisConfig, Command, FollowConfig, Follower, Observation
+from cract_ros.follow.control import AxisConfig, Command, FollowConfig, Follower, Observation
 from cract_ros.parameters import ParamSpec, apply_update, check_values, declare_parameters
 
 try:

@@ -1,6 +1,6 @@
 """The follower's control law, without ROS: one tracked-object observation in, a velocity command out.
 
-cract_ros.follower wraps it in a node (TrackedObject in, Twist / TwistStamped out); the tests
+cract_ros.follow.follower wraps it in a node (TrackedObject in, Twist / TwistStamped out); the tests
 check it against numbers worked out by hand.
 
 Axes (body frame, REP 103: x forward, y left, z up):
