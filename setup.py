@@ -18,7 +18,10 @@ setup(
     install_requires=["torch", "torchvision", "numpy", "opencv-contrib-python-headless", "PyYAML"],
     # `pip install .[vot]`: cract-trax and cract-vot (docs/vot.md). attributee 0.1.10 fails to import on
     # Python 3.11, so 0.1.9 is pinned.
-    extras_require={"vot": ["vot-toolkit==0.9.0", "vot-trax==4.0.2", "attributee==0.1.9"]},
+    # `pip install .[onnx]`: runtime onnxruntime and cract-export (docs/runtime.md); torch-only users
+    # need neither.  On a CUDA / Jetson machine install onnxruntime-gpu instead of onnxruntime.
+    extras_require={"vot": ["vot-toolkit==0.9.0", "vot-trax==4.0.2", "attributee==0.1.9"],
+                    "onnx": ["onnxruntime", "onnx"]},
     entry_points={
         "console_scripts": [
             # the same entry point CMake installs as lib/cract/tracker_node
@@ -30,6 +33,8 @@ setup(
             # the evaluation toolkit and the training pipeline of cract_core
             "cract-eval=cract_core.eval.cli:main",
             "cract-train=cract_core.train.cli:main",
+            # a config's frozen inference parts as ONNX graphs (docs/runtime.md)
+            "cract-export=cract_core.runtime.export:main",
             # vot-toolkit: cract as a TraX server, and a workspace from a folder or a split (cract_core/vot/)
             "cract-trax=cract_core.vot.trax_server:main",
             "cract-vot=cract_core.vot.workspace:main",

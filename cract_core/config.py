@@ -24,6 +24,11 @@ class ConfigError(ValueError):
     """A configuration file or value that does not fit the schema."""
 
 
+# ONNX Runtime execution providers a config may name (whether one is installed is checked when the
+# tracker is built, cract_core/runtime/ort.py).
+ONNX_PROVIDERS = ("cpu", "cuda", "tensorrt", "openvino", "coreml", "rocm", "xnnpack")
+
+
 @dataclass
 class BackboneConfig:
     # nanotrack_v3: NanoTrack V3's tracking-pretrained MobileNetV3 (cract_core/nanotrack.py), phi_3
@@ -176,6 +181,18 @@ class ExperimentConfig:
     # Trained heads: a path relative to the config file's folder's parent project, or absolute.
     checkpoint: Optional[str] = None
     checkpoint_sha256: Optional[str] = None
+    # Inference runtime (docs/runtime.md).  torch: the reference and training path.  onnxruntime:
+    # the frozen parts (template and search branches, proposal stage, R / I) as ONNX graphs exported
+    # from the same weights at construction and cached by hash (cract_core/runtime); D stays in torch.
+    runtime: Literal["torch", "onnxruntime"] = "torch"
+    # ONNX Runtime execution providers in priority order (e.g. [TensorRT, CUDA]); empty = CUDA when
+    # the device is cuda, else CPU.  A provider that is not installed is an error naming it.
+    onnx_providers: list[str] = field(default_factory=list)
+    # A cract-export folder to run instead of the cache (must match these weights; relative: to the
+    # folder holding config/).  onnx_cache: the cache's folder (None: $CRACT_ONNX_CACHE or
+    # ~/.cache/cract/onnx).
+    onnx_dir: Optional[str] = None
+    onnx_cache: Optional[str] = None
 
     # Filled by load_config: the file it came from, so relative paths resolve against it.
     source: Optional[str] = field(default=None, repr=False, compare=False)
@@ -292,6 +309,11 @@ def validate(cfg: ExperimentConfig) -> None:
         (cfg.crac.confidence == "score" or (cfg.crac.refinement, cfg.crac.classifier) == ("none", "none"),
          "crac.confidence identifier needs crac.refinement none and crac.classifier none (with a classifier, "
          "its score is the confidence)"),
+        (all(p.removesuffix("ExecutionProvider").lower() in ONNX_PROVIDERS for p in cfg.onnx_providers),
+         f"onnx_providers: each must be one of {list(ONNX_PROVIDERS)} (any case, with or without 'ExecutionProvider'), "
+         f"got {cfg.onnx_providers}"),
+        (cfg.runtime == "onnxruntime" or not (cfg.onnx_providers or cfg.onnx_dir),
+         "onnx_providers and onnx_dir need runtime: onnxruntime"),
     ]
     if cfg.rpn.type == "ban":
         checks.append((cfg.backbone.name == "nanotrack_v3" and cfg.backbone.neck == "last",

@@ -146,6 +146,11 @@ class Tracker:
         self.mode = mode
         self.net = (net or CRACTNet(cfg)).to(self.device).eval()
         self.net.fuse_for_inference()
+        from .runtime.ort import wrap_for_runtime  # (here: onnxruntime itself is imported only when asked for)
+
+        # runtime onnxruntime: the same surface on ONNX graphs of this very net (built or read from
+        # the cache now, never per frame); runtime torch: the net itself.
+        self.net = wrap_for_runtime(cfg, self.net, self.device)
         self.checkpoint_info = checkpoint_info or {}
         s = self.net.score_size
         hann = np.hanning(s)

@@ -17,7 +17,8 @@ from typing import Any, Mapping, Optional
 
 from rcl_interfaces.msg import ParameterDescriptor
 
-__all__ = ["ParamSpec", "declare_parameters", "check_values", "apply_update"]
+__all__ = ["ParamSpec", "declare_parameters", "check_values", "apply_update", "MODEL_RUNTIME_PARAMS",
+           "apply_model_runtime"]
 
 
 @dataclass(frozen=True)
@@ -106,3 +107,22 @@ def apply_update(specs: Mapping[str, ParamSpec], current: Mapping[str, Any], par
             return None, reason
         new[param.name] = value
     return new, ""
+
+
+# The tracker node's inference runtime (docs/runtime.md), declared beside its other model
+# parameters; read by the configure transition like them.
+MODEL_RUNTIME_PARAMS: dict[str, ParamSpec] = {
+    "runtime": ParamSpec("", "inference runtime: torch or onnxruntime (ONNX graphs exported from the same "
+                         "weights, cached by hash); empty = the model config's own", choices=("", "torch", "onnxruntime")),
+}
+
+
+def apply_model_runtime(cfg: Any, settings: Mapping[str, Any]) -> Any:
+    """Write the node's ``runtime`` parameter over the model config (empty or absent: the config's own)."""
+    runtime = settings.get("runtime") or ""
+    if runtime:
+        reason = MODEL_RUNTIME_PARAMS["runtime"].check("runtime", runtime)
+        if reason:
+            raise ValueError(reason)
+        cfg.runtime = runtime
+    return cfg

@@ -259,6 +259,7 @@ class CractTracker:
         checkpoint: Optional[str] = None,
         device: str = "auto",
         ablations: Optional[dict[str, str]] = None,
+        runtime: Optional[str] = None,
         **_: Any,
     ):
         try:
@@ -270,6 +271,10 @@ class CractTracker:
         self.last_updated = False
         self.last_state = "TRACKING"
         cfg = build_cract_config(config, self.ablations)
+        if runtime:  # spec runtime=torch|onnxruntime; without it, the config's own
+            if runtime not in RUNTIMES:
+                raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+            cfg.runtime = runtime
         self._tracker = Tracker.from_config(cfg, checkpoint=checkpoint, device=device, mode="sync")
 
     def init(self, image: np.ndarray, box: np.ndarray) -> None:
@@ -331,7 +336,8 @@ def result_name(name: str, options: dict) -> str:
     return name
 
 
-SPEC_KEYS = ("config", "checkpoint", "name")
+SPEC_KEYS = ("config", "checkpoint", "name", "runtime")
+RUNTIMES = ("torch", "onnxruntime")  # cract's runtime= (docs/runtime.md)
 
 
 def parse_tracker_spec(spec: str, options: dict) -> tuple[str, dict]:
@@ -340,7 +346,8 @@ def parse_tracker_spec(spec: str, options: dict) -> tuple[str, dict]:
     A spec lets one run hold several cract variants side by side (the paper's ablation tables in
     one plot).  After the ``:``, ``+``-separated ``key=value`` pairs: ablation fields (see
     ABLATION_FIELDS; they replace --ablation for this entry), ``config``, ``checkpoint`` (variants
-    such as single RoIAlign need heads trained for them) and ``name`` (the result folder).
+    such as single RoIAlign need heads trained for them), ``name`` (the result folder) and
+    ``runtime`` (torch | onnxruntime: ``cract:runtime=onnxruntime+name=cract_ort``).
     A plain name takes ``options`` as they are; ablations only ever reach cract.
     """
     base, sep, rest = spec.strip().partition(":")

@@ -19,6 +19,7 @@ def build_tracker(settings: dict) -> Any:
 
     from cract_core.config import default_config_path, load_config
     from cract_core.tracker import Tracker
+    from cract_ros.parameters import apply_model_runtime
 
     if settings.get("num_threads", 0) > 0:
         torch.set_num_threads(int(settings["num_threads"]))
@@ -28,6 +29,7 @@ def build_tracker(settings: dict) -> Any:
     cfg.tracker.low_confidence = float(settings["low_confidence"])
     cfg.tracker.lost_confidence = float(settings["lost_confidence"])
     cfg.online.update_interval = int(settings["update_interval"])
+    apply_model_runtime(cfg, settings)  # the node's runtime parameter, when set
     return Tracker.from_config(cfg, checkpoint=settings.get("checkpoint") or None,
                                device=settings.get("device", "auto"), mode=settings.get("tracker_mode", "async"))
 

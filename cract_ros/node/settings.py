@@ -2,7 +2,7 @@
 holds their values) and the rules that tie several of them together."""
 from __future__ import annotations
 
-from cract_ros.parameters import ParamSpec, check_values
+from cract_ros.parameters import MODEL_RUNTIME_PARAMS, ParamSpec, check_values
 
 NODE_NAME = "cract_tracker"
 STATE_NAMES = {0: "IDLE", 1: "TRACKING", 2: "LOW_CONFIDENCE", 3: "LOST"}
@@ -20,6 +20,7 @@ PARAMETERS: dict[str, ParamSpec] = {
     "device": ParamSpec("auto", "where the network runs: auto (CUDA when present), cpu or cuda",
                         choices=("auto", "cpu", "cuda")),
     "num_threads": ParamSpec(0, "torch CPU threads; 0 = torch's default", minimum=0),
+    **MODEL_RUNTIME_PARAMS,  # runtime: torch | onnxruntime (docs/runtime.md)
     "tracker_mode": ParamSpec("async", "async: discriminator updates on the tracker's worker, off the frame path; "
                               "sync: inside the frame (deterministic, for evaluation)", choices=("async", "sync")),
     "warmup": ParamSpec(True, "run the network on a synthetic frame at configure so the first real frame is not slow"),

@@ -394,7 +394,7 @@ class TrackerNode(FrameInput, TargetRequests, TrackingWorker, Diagnostics, Lifec
     # ---------------------------------------------------------------- model
 
     def _tracker_settings(self) -> dict:
-        return {k: self.p[k] for k in ("model_config", "checkpoint", "device", "tracker_mode", "num_threads",
+        return {k: self.p[k] for k in ("model_config", "checkpoint", "device", "tracker_mode", "num_threads", "runtime",
                                        *TRACKER_RUNTIME_PARAMS)}
 
     def _load_tracker(self, factory: Optional[Callable[[dict], Any]]) -> Any:
