@@ -45,12 +45,29 @@ log = logging.getLogger(__name__)
 
 OPSET = 17  # pinned: ORT 1.16+ and TensorRT 8.6+ (JetPack 6) both take it
 # Bump when what the graphs contain changes (inputs, outputs, what is inside): old caches are ignored.
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
 MANIFEST = "manifest.json"
 CACHE_ENV = "CRACT_ONNX_CACHE"
 
 
 # ----------------------------------------------------------------------------------- graph modules
+
+
+def extract_for_export(net: nn.Module, crops: torch.Tensor) -> torch.Tensor:
+    """CRACTNet.extract as the graphs run it: the same preprocessing (uint8 -> float, BGR -> RGB where
+    the backbone wants RGB, (x - mean) / std), minus the steps that are identities for this backbone
+    (NanoTrack's mean 0, std 1: two full-crop passes less) and minus torch's memory-format calls."""
+    backbone = net.backbone
+    body = backbone.body
+    x = crops.float()
+    if not getattr(body, "takes_bgr", False):
+        x = x.flip(1)
+    if any(m != 0.0 for m in body.mean):
+        x = x - torch.tensor(body.mean, dtype=x.dtype).view(1, 3, 1, 1)
+    if any(s != 1.0 for s in body.std):
+        x = x / torch.tensor(body.std, dtype=x.dtype).view(1, 3, 1, 1)
+    phi3, phi4 = body.features(x)
+    return net.neck(phi3, backbone.align_phi4(phi3, phi4))
 
 
 class TemplateGraph(nn.Module):
@@ -61,7 +78,7 @@ class TemplateGraph(nn.Module):
         self.net = net
 
     def forward(self, template: torch.Tensor) -> tuple[torch.Tensor, ...]:  # noqa: D102
-        phi_z = self.net.extract(template)
+        phi_z = extract_for_export(self.net, template)
         return (phi_z, *self.net.rpn.kernels(phi_z))
 
 
@@ -73,7 +90,7 @@ class SearchGraph(nn.Module):
         self.net = net
 
     def forward(self, search: torch.Tensor, *kernels: torch.Tensor) -> tuple[torch.Tensor, ...]:  # noqa: D102
-        phi_x = self.net.extract(search)
+        phi_x = extract_for_export(self.net, search)
         scores, boxes = self.net.rpn_outputs(tuple(kernels), phi_x)
         return scores, boxes, phi_x
 
