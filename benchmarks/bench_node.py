@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import sys
 import threading
 import time
@@ -30,10 +29,10 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
-os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(ROOT / "config" / "fastdds_shm.xml"))
-os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
+
+from cract_ros.process import use_default_ros_environment  # noqa: E402  (imports no ROS)
+
+use_default_ros_environment()  # before rclpy is imported
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402

@@ -17,16 +17,14 @@ the environment `make test` exports; the defaults below are filled in when they 
 from __future__ import annotations
 
 import argparse
-import os
-import random
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
-os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(ROOT / "config" / "fastdds_shm.xml"))
-os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
+
+from cract_ros.process import use_default_ros_environment  # noqa: E402  (imports no ROS)
+
+use_default_ros_environment()  # before rclpy is imported
 
 from cract_ros.tools.soak import load_scaled_sequence, plot, run_soak, summarize  # noqa: E402
 

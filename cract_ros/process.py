@@ -7,15 +7,44 @@ from PyPI here.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import IO, Any, Optional
+from typing import IO, Any, Callable, Optional
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PARAMS_FILE = REPO_ROOT / "config" / "cract.yaml"
+
+
+def use_default_ros_environment() -> None:
+    """Fill in what `make test` exports where it is missing, so that a plain `python -m pytest` or a
+    benchmark behaves the same (node subprocesses inherit it). Call it before rclpy is imported: the
+    DDS participant reads these when it is created."""
+    os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO_ROOT / "config" / "fastdds_shm.xml"))
+    # A domain of its own per run, so concurrent runs on one host do not cross-talk.
+    os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, check_alive: Callable[[str], None],
+             step: Callable[[], None], timed_out: Callable[[str], Exception]) -> Any:
+    """Poll `predicate` until it returns something true (returned). Between tries: `check_alive`
+    (raises when a process it watches has died; told what is awaited), then `step` (sleep, or spin an
+    executor). After `timeout` seconds: raise `timed_out(message)`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        check_alive(f"waiting for {what}")
+        if time.monotonic() > deadline:
+            raise timed_out(f"timed out after {timeout:.0f} s waiting for {what}")
+        step()
 
 
 def _param_value(value: Any) -> str:

@@ -6,24 +6,52 @@ FASTDDS_DEFAULT_PROFILES_FILE, ROS_DOMAIN_ID); the defaults below make a plain
 """
 from __future__ import annotations
 
+import contextlib
 import os
-import random
-import sys
 from pathlib import Path
 from typing import Iterator, Optional
 
 import pytest
+
+from cract_ros.process import use_default_ros_environment  # imports no ROS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_SEQUENCES = REPO_ROOT.parent / "shared" / "data" / "sequences"
 SHARED_MODELS = REPO_ROOT.parent / "shared" / "models"
 
 # Set before any test imports rclpy: the DDS participant reads these when it is created.
-os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
-os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO_ROOT / "config" / "fastdds_shm.xml"))
-# A domain of its own per run, so concurrent runs on one host do not cross-talk.
-os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
+use_default_ros_environment()
+
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's CPU threads set to `n`, the previous count restored after. The solvers' cost is all
+    matmuls: on two shared cores, two OpenMP threads that contend with another job (a training run,
+    another test) are many times slower than one, and results must not depend on the count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread_per_module() -> Iterator[None]:
+    """One torch thread for a whole module (its module-scoped fixtures included):
+    `pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")`."""
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for each test: `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    with torch_threads(1):
+        yield
 
 
 def in_ci() -> bool:

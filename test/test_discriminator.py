@@ -22,13 +22,8 @@ from cract_core.geometry import xywh_to_xyxy
 from cract_core.online import DiscriminatorProblem, OnlineLearner, class_balanced_weights, sample_boxes
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # See test_online.py: one thread is much faster than two contending ones on the shared cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# one torch thread: see conftest.torch_threads
+pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")
 
 
 def _pyramid_features(feature_map: torch.Tensor, boxes_xywh: np.ndarray, stride: float) -> torch.Tensor:

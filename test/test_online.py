@@ -23,14 +23,8 @@ S = 3
 WORKER = "cract-online-update"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The solver's cost is all matmuls; on two shared cores, two OpenMP threads that contend with
-    # another job are many times slower than one.  Restore whatever the session had.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# one torch thread: see conftest.torch_threads
+pytestmark = pytest.mark.usefixtures("one_torch_thread_per_module")
 
 
 def _samples(gen: torch.Generator, n_pos: int, n_neg: int, shift: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -51,12 +51,8 @@ def short_cache(tmp_path_factory: pytest.TempPathFactory):
     return cfg, ds, cache, folder
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# one torch thread: see conftest.torch_threads
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_cached_features_are_the_backbones(tmp_path: Path, shared_sequences_dir: Path) -> None:

@@ -36,13 +36,8 @@ SMALL_HEADS = {
 TWO_SEQUENCES = "uav_car10,uav_group1_1"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tests may share the machine with a training run; results must not depend on thread count.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# one torch thread: see conftest.torch_threads
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _write_config(tmp_path: Path, **train) -> Path:

@@ -204,16 +204,10 @@ class NodeReplay:
                               + (f" (log: {self.log_path})" if self.log_path else ""))
 
     def _wait(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            self._check_alive(f"waiting for {what}")
-            if time.monotonic() > deadline:
-                raise ReplayError(f"timed out after {timeout:.0f} s waiting for {what}"
-                                  + (f" (node log: {self.log_path})" if self.log_path else ""))
-            time.sleep(0.02)
+        from cract_ros.process import wait_for
+
+        return wait_for(predicate, timeout, what, self._check_alive, lambda: time.sleep(0.02),
+                        lambda message: ReplayError(message + (f" (node log: {self.log_path})" if self.log_path else "")))
 
     def publish(self, frame: ReplayFrame) -> float:
         """/clock with the frame's stamp, then the frame; returns the time.monotonic() of publication."""

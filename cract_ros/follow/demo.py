@@ -207,16 +207,11 @@ class FollowLoop:
                                       f"(log: {self.log_paths[name]})")
 
     def _spin_until(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            self._check_alive(f"waiting for {what}")
-            if time.monotonic() > deadline:
-                raise FollowLoopError(f"timed out after {timeout:.0f} s waiting for {what} (logs: "
-                                      f"{', '.join(str(p) for p in self.log_paths.values())})")
-            self.executor.spin_once(timeout_sec=0.02)
+        from cract_ros.process import wait_for
+
+        return wait_for(predicate, timeout, what, self._check_alive, lambda: self.executor.spin_once(timeout_sec=0.02),
+                        lambda message: FollowLoopError(
+                            f"{message} (logs: {', '.join(str(p) for p in self.log_paths.values())})"))
 
     def _answered(self, stamp_ns: int) -> bool:
         """The tracker answered this frame and the follower commanded on every answer."""
@@ -358,7 +353,7 @@ def iou_xywh(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 def loop_statistics(result: LoopResult) -> dict:
-    """The figures the README reports and the test checks (see the module docstring)."""
+    """The figures docs/following.md reports and the test checks (see the module docstring)."""
     frames = result.frames
     err = np.array([f.centre_error for f in frames])
     unsafe = [i for i, f in enumerate(frames)
