@@ -7,7 +7,7 @@ latency side by side.
     .venv/bin/python benchmarks/bench_bag.py                       # the validation split, every frame
     .venv/bin/python benchmarks/bench_bag.py --only otb_bird2 --max-frames 40 --threads 2
 
-Run with the ROS environment `make` exports (see the README). Lock-step speed is the tracker's
+Run with the ROS environment `make` exports (see docs/setup.md). Lock-step speed is the tracker's
 time per frame in this process (sync mode, --threads); real-time speed is the node's processed
 rate with the camera at the recorded rate (async mode, the node's num_threads), so on a loaded
 machine the second also measures the load.

@@ -2,13 +2,14 @@
 instead, on the 11-sequence validation split, one run, one sequence at a time (--jobs 1).
 
     .venv/bin/python benchmarks/bench_baselines.py                  # cract, csrt, nanotrack, vittrack
-    .venv/bin/python benchmarks/bench_baselines.py --docs           # ... and rewrite docs/eval/ + README
+    .venv/bin/python benchmarks/bench_baselines.py --docs           # ... and rewrite docs/eval/, docs/evaluation.md + README
     .venv/bin/python benchmarks/bench_baselines.py --trackers "cract,cract:config=config/model/cract_nanotrack_cascade.yaml+name=cascade"
 
 Baselines: OpenCV's CSRT, NanoTrack V2 (``cv2.TrackerNano``) and VitTrack (``cv2.TrackerVit``), with the
 authors' model files from ../shared/models (override with --nanotrack-backbone/--nanotrack-neckhead/
 --vittrack-model).  --docs copies the table, summary.json and the plots to docs/eval/ and replaces the
-table between the ``validation-table`` markers in README.md.  Speed depends on what else the machine
+tables between the ``validation-table`` markers: README.md gets the means over the split,
+docs/evaluation.md those and the per-sequence AUC and speed tables.  Speed depends on what else the machine
 is doing: the load average is printed and written beside the table; quote it with the numbers.
 """
 from __future__ import annotations
@@ -38,8 +39,9 @@ LABELS = {"cract": "cract (shipped default)", "csrt": "OpenCV CSRT", "nanotrack"
 BEGIN, END = "<!-- validation-table:begin -->", "<!-- validation-table:end -->"
 
 
-def markdown_table(summary: dict, load: float, threads: int) -> str:
-    """The README table: means over the split, speed on ``threads`` threads, and the per-sequence AUC."""
+def markdown_table(summary: dict, load: float, threads: int, per_sequence: bool = True) -> str:
+    """The comparison: means over the split, speed on ``threads`` threads, and (``per_sequence``, the
+    docs page's; the README has the means alone) the AUC per sequence."""
     names = list(summary["trackers"])
     rows = ["| tracker | AUC | P@20 | norm. prec. | fps | p50 / p95 ms | init ms |", "|---|---|---|---|---|---|---|"]
     for name in names:
@@ -48,9 +50,10 @@ def markdown_table(summary: dict, load: float, threads: int) -> str:
         rows.append(f"| {LABELS.get(name, name)} | {fmt(m['auc'], '.3f')} | {fmt(m['prec20'], '.3f')} | "
                     f"{fmt(m['norm_prec'], '.3f')} | {fmt(m['fps'], '.1f')} | {fmt(m['latency_ms_p50'], '.1f')} / "
                     f"{fmt(m['latency_ms_p95'], '.1f')} | {fmt(m['init_ms'], '.0f')} |")
-    seqs = list(dict.fromkeys(s for t in summary["trackers"].values() for s in t["sequences"]))
-    rows += ["", "| AUC per sequence | " + " | ".join(LABELS.get(n, n) for n in names) + " |",
-             "|---|" + "---|" * len(names)]
+    seqs = list(dict.fromkeys(s for t in summary["trackers"].values() for s in t["sequences"])) if per_sequence else []
+    if seqs:
+        rows += ["", "| AUC per sequence | " + " | ".join(LABELS.get(n, n) for n in names) + " |",
+                 "|---|" + "---|" * len(names)]
     for s in seqs:
         cells = []
         for n in names:
@@ -76,10 +79,10 @@ def speed_table(summary: dict, name: str) -> str:
     return "\n".join(rows)
 
 
-def replace_between_markers(text: str, block: str) -> str:
+def replace_between_markers(text: str, block: str, name: str = "README.md") -> str:
     pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
     if not pattern.search(text):
-        raise SystemExit(f"README.md has no {BEGIN} ... {END} markers")
+        raise SystemExit(f"{name} has no {BEGIN} ... {END} markers")
     return pattern.sub(lambda _: f"{BEGIN}\n{block}\n{END}", text)
 
 
@@ -91,7 +94,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2, help="intra-op threads (the speed table's 2 threads)")
     for flag, path in BASELINE_MODEL_FILES.items():
         p.add_argument(flag, default=str(path))
-    p.add_argument("--docs", action="store_true", help="copy table, summary and plots to docs/eval/ and update README.md")
+    p.add_argument("--docs", action="store_true",
+                   help="copy table, summary and plots to docs/eval/ and update docs/evaluation.md and README.md")
     args, extra = p.parse_known_args()
     argv = ["--sequences", args.sequences, "--trackers", args.trackers, "--jobs", "1", "--threads", str(args.threads),
             "--out", args.out, "--title", f"validation split ({args.sequences})",
@@ -113,9 +117,12 @@ def main() -> int:
         docs.mkdir(parents=True, exist_ok=True)
         for name in ("success.png", "precision.png", "table.txt", "summary.json"):
             shutil.copyfile(out / name, docs / f"validation_{name}")
+        page = ROOT / "docs" / "evaluation.md"
+        page.write_text(replace_between_markers(page.read_text(), table, "docs/evaluation.md"))
         readme = ROOT / "README.md"
-        readme.write_text(replace_between_markers(readme.read_text(), table))
-        print(f"copied to {docs}; README.md table replaced", file=sys.stderr)
+        readme.write_text(replace_between_markers(readme.read_text(), markdown_table(summary, load, args.threads,
+                                                                                     per_sequence=False)))
+        print(f"copied to {docs}; the tables in docs/evaluation.md and README.md replaced", file=sys.stderr)
     return rc
 
 

@@ -1,6 +1,6 @@
 """Backbones behind one interface: image crop -> (phi_3, phi_4) at one stride, and the fused phi_34.
 
-Both backbones give phi_3 and phi_4 at stride 16 (measured choice, see README "Backbones"):
+Both backbones give phi_3 and phi_4 at stride 16 (measured choice, see docs/python_api.md "Backbones"):
 phi_3 is the stage that ends at stride 16; phi_4 is the last stage (stride 32 in the ImageNet
 nets), brought to stride 16 either by bilinear resizing ("resize", default: the last stages then
 run on a 4x smaller map) or SiamRPN++-style by running the last stage at stride 1 with dilation 2

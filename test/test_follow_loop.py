@@ -6,7 +6,7 @@ look-alike crossing, a roof that hides it).
 Lock-step on simulated time (/clock): frame k, then the tracker's TrackedObject and the
 follower's TwistStamped for frame k (matched by stamp), then the vehicle moves; so the numbers do
 not depend on how busy the machine is. The camera runs at 10 Hz here; the 10 and 30 Hz figures
-in the README come from `python -m cract_ros.follow.demo`.
+in docs/following.md come from `python -m cract_ros.follow.demo`.
 
 What is asserted, and why these bounds:
 

@@ -16,7 +16,7 @@ seconds on a CPU, and a live camera keeps running meanwhile).
 Once a second the node process's RSS, thread count and open file descriptors (psutil) are sampled
 with the frames published and answered so far; at the end the answers are binned by second into
 the processed rate and the node's latency (its own latency_ms, and receipt minus publication).
-`summarize` gives the figures the README reports (growth after the warm-up, latency p95 in the
+`summarize` gives the figures docs/reliability.md reports (growth after the warm-up, latency p95 in the
 first and the last minute) and `plot` draws them.
 """
 from __future__ import annotations
