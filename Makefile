@@ -11,7 +11,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.cract-stamp
 SETUP_INPUTS := requirements.txt package.xml CMakeLists.txt setup.py scripts/setup_venv.sh \
-                scripts/tracker_node $(wildcard msg/*.msg srv/*.srv setup.cfg pyproject.toml)
+                scripts/setup_ros2_tools.sh requirements-ros2-tools.txt scripts/tracker_node scripts/follower_node \
+                $(wildcard msg/*.msg srv/*.srv setup.cfg pyproject.toml)
 
 # One DDS domain per make run, so that concurrent test runs on one host do not see each
 # other's nodes; set ROS_DOMAIN_ID to pin it. (`:=` so it is drawn once, not per use.)

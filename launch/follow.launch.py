@@ -10,9 +10,10 @@ autostart:=false) publishes <namespace>/cract_tracker/tracked_object; the follow
 /<namespace>/cract_tracker/set_target cract/srv/SetTarget ...` or a detector on ~/target. Feed
 the Twist to the flight stack through your own bridge or mux (README: "Following a target").
 
-Written for a real ROS 2 install (launch / launch_ros are not on PyPI); by hand:
-    tracker_node --ros-args --params-file config/cract.yaml -r __ns:=/drone1 -r image:=... -r camera_info:=...
-    follower_node --ros-args --params-file config/follower.yaml -r __ns:=/drone1
+The same without launch:
+    ros2 run cract tracker_node --ros-args --params-file config/cract.yaml -r __ns:=/drone1 -r image:=... -r camera_info:=...
+    ros2 run cract follower_node --ros-args --params-file config/follower.yaml -r __ns:=/drone1
+test/test_colcon_workspace.py runs this file from a colcon workspace.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription

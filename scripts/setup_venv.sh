@@ -5,6 +5,8 @@
 #      (they name the wheel builder's /opt/python/cp3xx-cp3xx paths; see shared/ros2/README.md)
 #   3. build this package's msg/srv (cract/msg, cract/srv) with cmake and install them into .venv
 #   4. pip install -e . so that the console scripts (cract-tracker-node, ...) exist
+#   5. test environment: colcon, and the vendored launch / launch_ros / ros2cli with
+#      composition_interfaces (scripts/setup_ros2_tools.sh), for test/test_colcon_workspace.py
 # The Makefile runs this only when one of its inputs changed (stamp: .venv/.cract-stamp).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -47,6 +49,10 @@ cmake --install "$BUILD" >> "$ROOT/build/venv-cmake.log" 2>&1 || { tail -50 "$RO
 
 echo ">>> pip install -e . (no deps: they came from requirements.txt)"
 "$V/bin/python" -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e . 2>&1 | quiet
+
+# What a ROS 2 install gives a robot's developer (colcon, ros2 launch / run / lifecycle): only for
+# the tests that run the robot-stack path; cract itself does not need it.
+./scripts/setup_ros2_tools.sh "$V"
 
 # A last check that the pieces import together, so a broken venv fails here and not in a test.
 "$V/bin/python" -c 'import rclpy, cv2, torch, cract_core; from cract.msg import TrackedObject; from cract.srv import SetTarget'

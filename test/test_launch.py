@@ -1,10 +1,10 @@
-"""launch/cract.launch.py and launch/follow.launch.py, checked as far as this machine allows.
+"""launch/cract.launch.py and launch/follow.launch.py, read: they must parse, start the executables
+that CMakeLists.txt installs to lib/cract/, and pass the params files that CMake installs to
+share/cract/config/ and the node tests use (config/cract.yaml, config/follower.yaml), whose keys
+must be exactly the nodes' declared parameters (test_follower_node.py checks the follower's file).
 
-launch and launch_ros are not installable here (not on PyPI), so the files are read, not run:
-they must parse, start the executables that CMakeLists.txt installs to lib/cract/, and pass the
-params files that CMake installs to share/cract/config/ and the node tests use
-(config/cract.yaml, config/follower.yaml), whose keys must be exactly the nodes' declared
-parameters (test_follower_node.py checks the follower's file).
+test_colcon_workspace.py runs them for real (colcon build, ros2 launch); this file says quickly,
+without a build, which part of a launch file broke.
 """
 from __future__ import annotations
 
@@ -35,12 +35,14 @@ def _kw(call: ast.Call, key: str) -> ast.AST:
 
 
 def _installed_programs() -> dict[str, Path]:
-    """Executable name -> script, for every install(PROGRAMS ... DESTINATION lib/${PROJECT_NAME})."""
+    """Executable name -> script, for every scripts/<name> that CMakeLists.txt's foreach(program ...)
+    installs to lib/${PROJECT_NAME} (with the building interpreter in its first line)."""
     cmake = (ROOT / "CMakeLists.txt").read_text()
     assert re.search(r"^project\(cract\)", cmake, re.M)
-    found = re.findall(r"install\(PROGRAMS\s+(\S+)\s+DESTINATION\s+lib/\$\{PROJECT_NAME\}\)", cmake)
-    assert found, "CMakeLists.txt must install the node scripts to lib/${PROJECT_NAME}"
-    return {Path(p).name: ROOT / p for p in found}
+    loop = re.search(r"foreach\(program ([^)]+)\)(.*?)endforeach\(\)", cmake, re.S)
+    assert loop, "CMakeLists.txt must install the node scripts to lib/${PROJECT_NAME}"
+    assert "scripts/${program}" in loop.group(2) and "DESTINATION lib/${PROJECT_NAME}" in loop.group(2)
+    return {name: ROOT / "scripts" / name for name in loop.group(1).split()}
 
 
 def _args(tree: ast.AST) -> dict[str, ast.Call]:
