@@ -110,6 +110,19 @@ class StandInD(nn.Module):
         return self.fc2(F.relu(self.fc1(F.relu(self.conv(f)).flatten(1)))).squeeze(-1)
 
 
+def _shape_rows(name: str, phi4_mode: str, net: CRACTNet, device: torch.device) -> list[tuple]:
+    """The table's shape rows of one network: phi_3, raw phi_4, phi_4 at stride 16 and phi_34 for
+    the template (127) and the search (255) crop."""
+    rows = []
+    for crop in (127, 255):
+        c = _crop(crop, device, 3)
+        p3, p4 = net.backbone(c)
+        raw4 = net.backbone.body.features(net.backbone.preprocess(c))[1]
+        rows.append((name, phi4_mode, crop, tuple(p3.shape[1:]), tuple(raw4.shape[1:]), tuple(p4.shape[1:]),
+                     tuple(net.neck(p3, p4).shape[1:])))
+    return rows
+
+
 def make_discriminator(net: CRACTNet, features: torch.Tensor) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
     cc = net.cfg.crac
     try:
@@ -164,11 +177,7 @@ def bench_backbone(name: str, device: torch.device, runs: int, warmup: int) -> t
             ("search branch, fused + channels_last", lambda: fcl.extract(x_cl), ""),
         ]
 
-        for crop in (127, 255):
-            c = _crop(crop, device, 3)
-            p3, p4 = net.backbone(c)
-            raw4 = net.backbone.body.features(net.backbone.preprocess(c))[1]
-            shapes.append((name, "resize", crop, tuple(p3.shape[1:]), tuple(raw4.shape[1:]), tuple(p4.shape[1:]), tuple(net.neck(p3, p4).shape[1:])))
+        shapes += _shape_rows(name, "resize", net, device)
 
         # phi_4 by dilation (stride-16 last stage) instead of resizing.
         try:
@@ -182,11 +191,7 @@ def bench_backbone(name: str, device: torch.device, runs: int, warmup: int) -> t
                 ("search branch, phi4_mode=dilate", lambda: dil.extract(x), ""),
                 ("template 127 -> phi_34, phi4_mode=dilate", lambda: dil.extract(z), ""),
             ]
-            for crop in (127, 255):
-                c = _crop(crop, device, 3)
-                p3, p4 = dil.backbone(c)
-                raw4 = dil.backbone.body.features(dil.backbone.preprocess(c))[1]
-                shapes.append((name, "dilate", crop, tuple(p3.shape[1:]), tuple(raw4.shape[1:]), tuple(p4.shape[1:]), tuple(dil.neck(p3, p4).shape[1:])))
+            shapes += _shape_rows(name, "dilate", dil, device)
 
         samples = time_interleaved([fn for _, fn, _ in stages], device, runs, warmup)
 
