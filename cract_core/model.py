@@ -1,7 +1,7 @@
 """CRACTNet: backbone + fusion neck + Siamese RPN + CRAC heads (R, I), for training and inference.
 
 The online discriminator D is not part of this module: it is fitted per target at run time
-(cract_core/online.py) and only reads the pooled features that :meth:`CRACTNet.refine` returns.
+(cract_core/online/) and only reads the pooled features that :meth:`CRACTNet.refine` returns.
 """
 from __future__ import annotations
 
