@@ -197,7 +197,7 @@ def test_config_validates_the_runtime_fields():
     with pytest.raises(ConfigError, match="runtime"):
         config_from_dict({**data, "runtime": "tensorflow"})
     with pytest.raises(ConfigError, match="need runtime: onnxruntime"):
-        config_from_dict({**data, "onnx_providers": ["cuda"]})
+        config_from_dict({**data, "runtime": "torch", "onnx_providers": ["cuda"]})
     with pytest.raises(ConfigError, match="onnx_providers"):
         config_from_dict({**data, "runtime": "onnxruntime", "onnx_providers": ["quantum"]})
     cfg = config_from_dict({**data, "runtime": "onnxruntime", "onnx_providers": ["TensorRT", "CUDAExecutionProvider"]})
@@ -321,3 +321,16 @@ def test_boxes_match_torch_over_a_whole_sequence(shared_sequence):
         assert a.state == b.state, f"frame {i}"
         assert abs(a.confidence - b.confidence) < 1e-3, f"frame {i}"
     assert worst < 0.5, f"largest box difference {worst:.4f} px"
+
+
+def test_default_providers_on_a_gpu_without_onnxruntime_gpu_fall_back_to_torch(monkeypatch, caplog):
+    """device auto on a GPU machine with the CPU onnxruntime: the torch runtime on the GPU, with a
+    warning naming the package (explicit onnx_providers make it an error, above)."""
+    from cract_core.runtime.ort import wrap_for_runtime
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    cfg = config(runtime="onnxruntime")
+    net = torch_net(config())
+    with caplog.at_level("WARNING"):
+        assert wrap_for_runtime(cfg, net, torch.device("cuda")) is net
+    assert "onnxruntime-gpu" in caplog.text

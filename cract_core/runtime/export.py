@@ -267,7 +267,18 @@ def cached_graphs(cfg: ExperimentConfig, net: nn.Module, cache_root: Optional[st
     manifest = read_manifest(folder)
     if manifest and manifest.get("key") == key and all((folder / f"{g}.onnx").is_file() for g in manifest["graphs"]):
         return folder
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.mkdtemp(prefix=".probe-", dir=root)
+        os.rmdir(probe)
+    except OSError as exc:
+        if cache_root or os.environ.get(CACHE_ENV):
+            raise OSError(f"the ONNX cache folder {root} cannot be written ({exc}): set onnx_cache or "
+                          f"${CACHE_ENV} to a writable folder") from exc
+        # A read-only home (a container, a service user): the system's temporary folder instead.
+        root = Path(tempfile.gettempdir()) / f"cract-onnx-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+        log.warning("%s is not writable (%s): caching ONNX graphs in %s", graph_cache_dir(cache_root), exc, root)
+        return cached_graphs(cfg, net, root)
     scratch = Path(tempfile.mkdtemp(prefix=f".{cfg.name}-", dir=root))
     try:
         export_graphs(cfg, net, scratch, key)

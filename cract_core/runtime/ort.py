@@ -136,6 +136,15 @@ class OnnxRuntimeNet(nn.Module):
     def fuse_for_inference(self) -> "OnnxRuntimeNet":
         return self  # the graphs were exported from the fused net
 
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict:  # type: ignore[override]
+        """The weights it runs: the torch net's (the graphs are exported from exactly these)."""
+        return self.torch_net.state_dict(*args, **kwargs)
+
+    def propose(self, phi_x: torch.Tensor, state: Any, score_adjust: Optional[torch.Tensor] = None) -> tuple:
+        from ..model import CRACTNet
+
+        return CRACTNet.propose(self, phi_x, state, score_adjust)  # only uses rpn_outputs and cfg
+
     @property
     def providers_in_use(self) -> list[str]:
         return self.sessions["search"].get_providers()
@@ -225,7 +234,14 @@ def wrap_for_runtime(cfg: ExperimentConfig, net: nn.Module, device: torch.device
     if cfg.runtime == "torch":
         return net
     ort = _import_onnxruntime()
-    providers = choose_providers(cfg.onnx_providers, device, ort.get_available_providers())
+    available = ort.get_available_providers()
+    if device.type == "cuda" and not cfg.onnx_providers and CUDA not in available:
+        # device auto found a GPU but this onnxruntime is the CPU build: the torch reference on the
+        # GPU beats ONNX Runtime on the CPU, and a config that names no provider asked for no GPU build.
+        log.warning("runtime onnxruntime on device cuda needs %s (the onnxruntime-gpu package); running the "
+                    "torch runtime on the GPU instead (set onnx_providers to make this an error)", CUDA)
+        return net
+    providers = choose_providers(cfg.onnx_providers, device, available)
     threads = torch.get_num_threads() if num_threads is None else num_threads
     if cfg.onnx_dir:
         folder = Path(cfg.onnx_dir).expanduser()
