@@ -76,7 +76,12 @@ class CRACConfig:
     # score (Eq. 10 without the window).  identifier: with classifier none, I's target probability v+
     # of the chosen box alone (one RoI): a proposal score that stays high on an empty view (BAN's
     # does: 0.95 median on frames where the target is absent) cannot say LOST.
-    confidence: Literal["score", "identifier"] = "score"
+    # memory: the chosen box's similarity to the target's appearance memory (cract_core/verifier.py),
+    # with LOST decided on it; while LOST every proposal is verified and the most similar one is the
+    # candidate (re-acquired only when the memory accepts it).
+    confidence: Literal["score", "identifier", "memory"] = "score"
+    memory_learning_rate: float = 0.1  # prototype <- (1 - lr) prototype + lr f on verified frames
+    memory_floor: float = 0.4  # cosine similarity mapped to confidence 0 (1.0 stays 1)
     alpha: float = 0.4  # s = alpha * v+ + (1 - alpha) * tau  (Eq. 9)
     beta: float = 0.8  # final score beta * s + (1 - beta) * c  (Eq. 10)
     regressor_conv_channels: int = 64
@@ -269,7 +274,7 @@ def config_from_dict(data: dict) -> ExperimentConfig:
 def load_config(path: str | Path) -> ExperimentConfig:
     """Load an experiment YAML; errors name the file and the offending key.  A bare file name that is
     not a file here is looked up among the package's own configs (config/model/ of the source tree
-    or of share/cract), so a node parameter can say ``model_config: cract_nanotrack_follow.yaml``."""
+    or of share/cract), so a node parameter can say ``model_config: cract_nanotrack_cascade.yaml``."""
     path = Path(path)
     if not path.is_file() and path.name == str(path) and (project_root() / "config" / "model" / path).is_file():
         path = project_root() / "config" / "model" / path
@@ -306,7 +311,9 @@ def validate(cfg: ExperimentConfig) -> None:
         (cfg.train.lr > 0 and cfg.train.backbone_lr_scale >= 0, "train.lr must be > 0 and train.backbone_lr_scale >= 0"),
         (cfg.tracker.search_size > cfg.tracker.template_size, "tracker.search_size must exceed template_size"),
         (cfg.tracker.lost_confidence <= cfg.tracker.low_confidence, "tracker.lost_confidence <= low_confidence required"),
-        (cfg.crac.confidence == "score" or (cfg.crac.refinement, cfg.crac.classifier) == ("none", "none"),
+        (0.0 <= cfg.crac.memory_learning_rate <= 1.0, "crac.memory_learning_rate must be in [0, 1]"),
+        (-1.0 <= cfg.crac.memory_floor < 1.0, "crac.memory_floor must be in [-1, 1)"),
+        (cfg.crac.confidence != "identifier" or (cfg.crac.refinement, cfg.crac.classifier) == ("none", "none"),
          "crac.confidence identifier needs crac.refinement none and crac.classifier none (with a classifier, "
          "its score is the confidence)"),
         (all(p.removesuffix("ExecutionProvider").lower() in ONNX_PROVIDERS for p in cfg.onnx_providers),

@@ -31,6 +31,7 @@ from .errors import CheckpointError, InvalidInputError, NotInitializedError
 from .geometry import InvalidBoxError
 from .model import CRACTNet, TemplateState
 from .online import OnlineLearner, sample_boxes
+from .verifier import AppearanceMemory
 from .rpn import select_proposals
 
 log = logging.getLogger(__name__)
@@ -207,6 +208,10 @@ class Tracker:
         self._lost_frames = 0
         self._pad = None
         self._rng = np.random.default_rng(0)
+        self._memory: Optional[AppearanceMemory] = None
+        # Where the target was last verified (centre, size): LOST goes back there, since the frames
+        # between the first doubt and LOST moved the box with an unverified proposal.
+        self._last_good: Optional[tuple[np.ndarray, np.ndarray]] = None
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the update worker (waiting up to ``timeout`` s for a solve in progress; the worker is
@@ -295,6 +300,10 @@ class Tracker:
         box_z = geometry.image_to_crop(box, tuple(self._center), scale_z, tcfg.template_size)
         box_z_xyxy = torch.as_tensor(geometry.xywh_to_xyxy(box_z), dtype=torch.float32, device=self.device)
         self._template = self.net.init_target(self._to_tensor(crop_z), box_z_xyxy)
+        if self.cfg.crac.confidence == "memory":
+            self._memory = AppearanceMemory(self._template.f_init, self.cfg.crac.memory_learning_rate,
+                                            self.cfg.crac.memory_floor)
+        self._last_good = (self._center.copy(), self._size.copy())
 
         timings = {"template_ms": (time.perf_counter() - t_start) * 1e3}
         if self._uses_discriminator():
@@ -423,19 +432,32 @@ class Tracker:
             best = int(torch.argmax(final))
             confidence = float((beta * s[best] + (1 - beta) * penalized[idx[best]]).clamp(0, 1))
             chosen_xyxy = ref.refined_xyxy[best] if ref is not None else props[best]
-            if ccfg.confidence == "identifier":  # (the config allows it only without R and a classifier)
+            verified_features = None
+            if ccfg.confidence == "memory":
+                t_conf = time.perf_counter()
+                best, confidence, verified_features, similarity = self._verify(phi_x, props, ref, best)
+                chosen_xyxy = ref.refined_xyxy[best] if ref is not None else props[best]
+                timings["confidence"] = (time.perf_counter() - t_conf) * 1e3
+            elif ccfg.confidence == "identifier":  # (the config allows it only without R and a classifier)
                 # the proposals choose the box; I says whether it is the target (one RoI: ~1 ms)
                 t_conf = time.perf_counter()
                 confidence = float(self.net.refine(phi_x, props[best:best + 1], self._template.f_init).identity_prob[0])
                 timings["confidence"] = (time.perf_counter() - t_conf) * 1e3
             chosen_crop = geometry.xyxy_to_xywh(chosen_xyxy.cpu().numpy().astype(np.float64))
 
+        was_lost = self._state == TrackState.LOST
         self._update_state(confidence)
+        if self._state == TrackState.LOST and not was_lost and self._memory is not None:
+            self._center, self._size = (v.copy() for v in self._last_good)
         if self._state != TrackState.LOST or confidence >= tcfg.found_confidence:
             if self._state == TrackState.LOST:
                 self._state = TrackState.TRACKING
                 self._low_count = 0
             self._move_to(chosen_crop, crop_center, scale, confidence, (w_img, h_img))
+        if self._state == TrackState.TRACKING:
+            self._last_good = (self._center.copy(), self._size.copy())
+            if verified_features is not None:
+                self._memory.update(verified_features)
         box = self.current_box((w_img, h_img))
 
         updated = False
@@ -449,7 +471,33 @@ class Tracker:
             "identity": identity.cpu().numpy(), "tau": tau.cpu().numpy(), "final": final.cpu().numpy(),
             "best": best, "search_side": side, "search_center": crop_center,
         }
+        if ccfg.confidence == "memory":
+            details["similarity"] = similarity
         return TrackResult(box, confidence, self._state, frame, timings, updated, version, details)
+
+    def _verify(self, phi_x: torch.Tensor, props: torch.Tensor, ref: Any, best: int
+                ) -> tuple[int, float, torch.Tensor, np.ndarray]:
+        """The appearance memory's judgement: (chosen index, confidence, its features, similarities).
+
+        While tracking only the box the proposals chose is verified (one RoI).  While LOST every
+        proposal is, and the most similar one is the candidate: the proposal score ranks places
+        by how much they look like the template next to the rest of the crop, which picks
+        something in any view; only the memory can say which of them is this target.
+        """
+        boxes = ref.refined_xyxy if ref is not None else props
+        if self._state == TrackState.LOST:
+            features = self.net.pool(phi_x, boxes)
+            similarity = self._memory.similarity(features)
+            best = int(torch.argmax(similarity))
+            chosen = features[best:best + 1]
+        else:
+            chosen = self.net.pool(phi_x, boxes[best:best + 1])
+            similarity = self._memory.similarity(chosen)
+            chosen_similarity = similarity
+            similarity = torch.full((len(boxes),), float("nan"))
+            similarity[best] = chosen_similarity[0]
+        confidence = float(self._memory.confidence(similarity[best]))
+        return best, confidence, chosen, similarity.cpu().numpy()
 
     def _rank_scores(self, scores: torch.Tensor, boxes_xyxy: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
         """SiamRPN's scale/aspect-change penalty, then its cosine window: (penalized, ranked) scores.

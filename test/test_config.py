@@ -157,20 +157,32 @@ def test_paper_constants_in_the_cascade_yamls(name: str) -> None:
 
 def test_a_bare_name_finds_the_package_config(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)  # not where the configs are
-    cfg = load_config("cract_nanotrack_follow.yaml")
-    assert cfg.name == "cract_nanotrack_follow" and cfg.crac.confidence == "identifier"
-    (tmp_path / "cract_nanotrack_follow.yaml").write_text("name: mine\n")
-    assert load_config("cract_nanotrack_follow.yaml").name == "mine"  # a file here comes first
+    cfg = load_config("cract_nanotrack_cascade.yaml")
+    assert cfg.name == "cract_nanotrack_cascade" and cfg.crac.refinement == "cascade"
+    (tmp_path / "cract_nanotrack_cascade.yaml").write_text("name: mine\n")
+    assert load_config("cract_nanotrack_cascade.yaml").name == "mine"  # a file here comes first
     with pytest.raises(ConfigError, match="nope.yaml does not exist"):
         load_config("nope.yaml")
     with pytest.raises(ConfigError, match="does not exist"):
-        load_config("sub/cract_nanotrack_follow.yaml")  # only bare names are looked up
+        load_config("sub/cract_nanotrack_cascade.yaml")  # only bare names are looked up
 
 
 def test_identifier_confidence_only_without_a_classifier() -> None:
-    data = to_dict(load_config(REPO / "config" / "model" / "cract_nanotrack_follow.yaml"))
+    data = to_dict(load_config(REPO / "config" / "model" / "cract_nanotrack_cascade.yaml"))
+    data["crac"].update(refinement="none", classifier="none", confidence="identifier")
+    config_from_dict(data)  # I's probability of the chosen box: fine without a classifier
     data["crac"]["classifier"] = "joint"  # then the joint score is the confidence: asking for I's is a mistake
     with pytest.raises(ConfigError, match="crac.confidence identifier needs"):
+        config_from_dict(data)
+
+
+@pytest.mark.parametrize("field, value", [("memory_learning_rate", 1.5), ("memory_learning_rate", -0.1),
+                                          ("memory_floor", 1.0), ("memory_floor", -2.0)])
+def test_memory_settings_out_of_range_are_refused(field, value) -> None:
+    data = to_dict(load_config(default_config_path()))
+    assert data["crac"]["confidence"] == "memory"  # the default judges its state on the memory
+    data["crac"][field] = value
+    with pytest.raises(ConfigError, match=f"crac.{field}"):
         config_from_dict(data)
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-from cract_ros.follow.demo import FOLLOW_MODEL_CONFIG  # noqa: E402
 from cract_ros.tools.soak import load_scaled_sequence, run_soak, summarize  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -30,9 +29,8 @@ MEMORY_BOUND_MIB = 64.0
 def test_short_soak_no_growth(shared_sequence, rclpy_init, tmp_path) -> None:
     frames, boxes = load_scaled_sequence(shared_sequence("otb_woman"), (640, 480), limit=60)
     result = run_soak(frames, boxes, FRAMES, fps=30.0, log_dir=tmp_path, pause_s=1.5, settle_s=2.0,
-                      overrides={"num_threads": 1, "warmup": False, "watchdog_timeout_s": 0.5,
-                                 # the blank view must turn LOST: the model whose confidence can fall
-                                 "model_config": FOLLOW_MODEL_CONFIG})
+                      # the blank view must turn LOST: the default's appearance memory says so
+                      overrides={"num_threads": 1, "warmup": False, "watchdog_timeout_s": 0.5})
     s = summarize(result, warmup_s=WARMUP_S)
     print(s)
     sets = [e for e in result.events if e["kind"] == "set"]

@@ -49,10 +49,16 @@ ABLATION_FIELDS = {
     "refinement": ("cascade", "parallel", "none"),
     "classifier": ("joint", "identifier", "discriminator", "none"),
     "pooling": ("pyramid", "single"),
+    # what the state is judged on (crac.confidence): score (the proposals' own), identifier (I on
+    # the chosen box), memory (the appearance memory, the default's verifier)
+    "confidence": ("score", "identifier", "memory"),
 }
 # The paper's two weights (Eq. 9: s = alpha v+ + (1 - alpha) tau; Eq. 10: beta s + (1 - beta) c),
 # settable per run like the switches above: a number in [0, 1].
 ABLATION_WEIGHTS = ("alpha", "beta")
+# The state thresholds on the confidence (tracker section), settable the same way: the verifier
+# variants of the stage ablation each run at their own thresholds.
+TRACKER_WEIGHTS = ("low_confidence", "lost_confidence", "found_confidence")
 
 
 class UnknownTrackerError(ValueError):
@@ -207,7 +213,7 @@ def parse_ablations(items: Optional[list[str]]) -> dict[str, Any]:
             key, value = key.strip(), value.strip()
             if key.startswith("crac."):
                 key = key[5:]
-            if sep and key in ABLATION_WEIGHTS:
+            if sep and key in ABLATION_WEIGHTS + TRACKER_WEIGHTS:
                 try:
                     weight = float(value)
                 except ValueError:
@@ -220,7 +226,7 @@ def parse_ablations(items: Optional[list[str]]) -> dict[str, Any]:
                 raise ValueError(
                     f"bad ablation {part!r}: expected one of "
                     + ", ".join(f"{k}={'|'.join(v)}" for k, v in ABLATION_FIELDS.items())
-                    + ", " + ", ".join(f"{k}=NUMBER" for k in ABLATION_WEIGHTS)
+                    + ", " + ", ".join(f"{k}=NUMBER" for k in ABLATION_WEIGHTS + TRACKER_WEIGHTS)
                 )
             if value not in ABLATION_FIELDS[key]:
                 raise ValueError(f"bad ablation {part!r}: {key} must be one of {', '.join(ABLATION_FIELDS[key])}")
@@ -243,7 +249,8 @@ def build_cract_config(config: Optional[str] = None, ablations: Optional[dict[st
     cfg = cfgmod.load_config(config) if config else cfgmod.load_config(cfgmod.default_config_path())
     if ablations:
         data = cfgmod.to_dict(cfg)
-        data["crac"].update(ablations)
+        data["crac"].update({k: v for k, v in ablations.items() if k not in TRACKER_WEIGHTS})
+        data["tracker"].update({k: v for k, v in ablations.items() if k in TRACKER_WEIGHTS})
         source = cfg.source
         cfg = cfgmod.config_from_dict(data)
         cfg.source = source  # relative checkpoint paths still resolve against the original file

@@ -55,10 +55,6 @@ class FollowLoopError(RuntimeError):
     """A node did not start or did not answer a frame; the message says which and where its log is."""
 
 
-# The tracker model a follower should run: the default's boxes, with a confidence that falls when
-# the target is gone (the default's stays high: it would never say LOST).  A bare name: load_config
-# finds it in the package's config/model/, in the source tree or installed in share/cract.
-FOLLOW_MODEL_CONFIG = "cract_nanotrack_follow.yaml"
 
 
 @dataclass
@@ -167,9 +163,10 @@ class FollowLoop:
         cam = scene.camera
         # the mission: keep the car as big as it is at the start
         self.desired_size = float(truth0.box[2] * truth0.box[3] / (cam.width * cam.height))
-        # the following model: the default's boxes with I judging LOST (config/model/cract_nanotrack_follow.yaml)
+        # the shipped default: its appearance memory says LOST when the car is hidden (one model for
+        # tracking and following)
         tracker = {"use_sim_time": True, "lockstep": True, "tracker_mode": "sync", "watchdog_timeout_s": 3600.0,
-                   "model_config": FOLLOW_MODEL_CONFIG, **(tracker_params or {})}
+                   **(tracker_params or {})}
         follower = {"use_sim_time": True, "desired_size": round(self.desired_size, 6), **(follower_params or {})}
         self.min_confidence = float(follower.get("min_confidence", _follower_default("min_confidence")))
         log_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,111 @@
+"""The appearance memory (cract_core/verifier.py) against hand-computed numbers, and the default
+tracker's state on real footage: the target cut away to another scene, a blank view, its return."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from cract_core.config import default_config_path, load_config
+from cract_core.errors import InvalidInputError
+from cract_core.eval.metrics import frame_iou
+from cract_core.tracker import Tracker, TrackState
+from cract_core.verifier import AppearanceMemory
+from conftest import load_sequence
+
+torch.set_num_threads(1)
+
+
+def test_similarity_confidence_and_update_by_hand() -> None:
+    f_init = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    memory = AppearanceMemory(f_init, learning_rate=0.25, floor=0.4)
+    candidates = torch.tensor([[2.0, 0.0, 0.0, 0.0],    # same direction: cos 1
+                               [1.0, 1.0, 0.0, 0.0],    # 45 degrees: cos 0.70711
+                               [0.0, 0.0, 3.0, 0.0],    # orthogonal: cos 0
+                               [-1.0, 0.0, 0.0, 0.0]])  # opposite: cos -1
+    sim = memory.similarity(candidates)
+    np.testing.assert_allclose(sim.numpy(), [1.0, 0.70710678, 0.0, -1.0], atol=1e-6)
+    # (s - 0.4) / 0.6, clipped: 1, 0.51184, 0, 0
+    np.testing.assert_allclose(memory.confidence(sim).numpy(), [1.0, 0.51184464, 0.0, 0.0], atol=1e-6)
+    # prototype <- 0.75 [1, 0, 0, 0] + 0.25 [0, 0, 4, 0] = [0.75, 0, 1, 0]
+    memory.update(torch.tensor([[0.0, 0.0, 4.0, 0.0]]))
+    np.testing.assert_allclose(memory.prototype.numpy(), [[0.75, 0.0, 1.0, 0.0]])
+    # cos([0, 0, 1, 0], [0.75, 0, 1, 0]) = 1 / 1.25 = 0.8
+    np.testing.assert_allclose(memory.similarity(torch.tensor([[0.0, 0.0, 1.0, 0.0]])).numpy(), [0.8], atol=1e-6)
+
+
+def test_memory_accepts_any_feature_shape_and_refuses_bad_settings() -> None:
+    memory = AppearanceMemory(torch.ones(1, 2, 3, 3), learning_rate=0.1, floor=0.0)
+    assert memory.similarity(torch.ones(5, 2, 3, 3)).shape == (5,)
+    with pytest.raises(InvalidInputError, match="learning rate"):
+        AppearanceMemory(torch.ones(1, 4), learning_rate=1.5, floor=0.4)
+    with pytest.raises(InvalidInputError, match="floor"):
+        AppearanceMemory(torch.ones(1, 4), learning_rate=0.1, floor=1.0)
+
+
+@pytest.fixture(scope="module")
+def default_cfg():
+    cfg = load_config(default_config_path())
+    assert cfg.crac.confidence == "memory"
+    return cfg
+
+
+def _run(cfg, images, first_box):
+    with Tracker.from_config(cfg, device="cpu") as tracker:
+        results = [tracker.init(images[0], first_box)]
+        results += [tracker.track(image) for image in images[1:]]
+    return results
+
+
+def test_cut_away_says_lost_goes_back_and_refinds_the_target(shared_sequence, default_cfg) -> None:
+    """otb_woman for 15 frames, 12 frames of another scene (uav_bike1 resized), then the woman again:
+    the default is TRACKING on her, leaves TRACKING on the first foreign frame and is LOST by the
+    third, its box back where she was last verified; it finds her again within 3 frames of her return.
+    The proposal score alone (confidence: score, the old default's thresholds) stays TRACKING on
+    that foreign scene (on others it drops: it is no judge either way)."""
+    images, gt = load_sequence(shared_sequence("otb_woman"), 30)
+    h, w = images[0].shape[:2]
+    other, _ = load_sequence(shared_sequence("uav_bike1"), 12)
+    k, gap = 15, len(other)
+    spliced = images[:k] + [cv2.resize(img, (w, h)) for img in other] + images[k:]
+    truth = np.concatenate([gt[:k], np.full((gap, 4), np.nan), gt[k:]])
+    results = _run(default_cfg, spliced, gt[0])
+
+    assert all(r.state == TrackState.TRACKING for r in results[:k])
+    assert min(frame_iou(np.array([r.box for r in results[1:k]]), truth[1:k])) > 0.3
+    away = results[k:k + gap]
+    assert away[0].state != TrackState.TRACKING
+    assert all(r.state == TrackState.LOST for r in away[default_cfg.tracker.lost_frames - 1:])
+    # LOST holds the last verified box (the frame before the cut), not where the doubtful frames led
+    np.testing.assert_allclose(away[-1].box, results[k - 1].box, atol=1e-6)
+    back = results[k + gap:]
+    found = [i for i, r in enumerate(back) if r.state == TrackState.TRACKING]
+    assert found and found[0] < 3, [r.state.name for r in back]
+    ious = frame_iou(np.array([r.box for r in back[found[0]:]]), truth[k + gap + found[0]:])
+    assert np.median(ious) > 0.5
+
+    score_cfg = replace(default_cfg, crac=replace(default_cfg.crac, confidence="score"),
+                        tracker=replace(default_cfg.tracker, low_confidence=0.45, lost_confidence=0.2,
+                                        found_confidence=0.5))
+    proposals_alone = _run(score_cfg, spliced, gt[0])
+    assert sum(r.state == TrackState.TRACKING for r in proposals_alone[k:k + gap]) > gap // 2
+
+
+def test_blank_view_is_lost_and_the_boxes_match_proposals_alone_while_the_target_is_there(
+        shared_sequence, default_cfg) -> None:
+    images, gt = load_sequence(shared_sequence("otb_bird2"), 10)
+    blank = [np.full_like(images[0], 127)] * 6
+    results = _run(default_cfg, images + blank, gt[0])
+    score_cfg = replace(default_cfg, crac=replace(default_cfg.crac, confidence="score"))
+    alone = _run(score_cfg, images, gt[0])
+    for a, b in zip(results[:len(images)], alone):
+        assert a.state == TrackState.TRACKING
+        # the same proposal; only the size update's rate follows the confidence (so the crops differ by a hair)
+        np.testing.assert_allclose(a.box[:2] + a.box[2:] / 2, b.box[:2] + b.box[2:] / 2, atol=2.0)
+        np.testing.assert_allclose(a.box[2:], b.box[2:], rtol=0.05)
+    assert results[-1].state == TrackState.LOST
+    assert results[-1].confidence < default_cfg.tracker.lost_confidence
+    assert "confidence" in results[-1].timings and "similarity" in results[-1].details
