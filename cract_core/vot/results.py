@@ -91,3 +91,18 @@ def analysis_numbers(path: PathLike, tracker: str) -> dict[str, Optional[float]]
     if st:
         out["average_overlap"] = st["results"][0][k][0]
     return out
+
+
+def sequence_overlaps(path: PathLike, tracker: str) -> dict[str, float]:
+    """From ``vot analysis --format json``: each sequence's average overlap (the short-term
+    experiment's ``accuracy`` analysis; its grid is written tracker by tracker, sequences in the
+    document's order)."""
+    from cract_core.vot.workspace import SHORTTERM
+
+    doc = json.loads(Path(path).read_text())
+    trackers, names = list(doc["trackers"]), list(doc["sequences"])
+    cells = doc["results"][SHORTTERM]["results"][1]
+    if len(cells) != len(trackers) * len(names):
+        raise ValueError(f"{path}: {len(cells)} per-sequence results for {len(trackers)} tracker(s) x {len(names)} sequences")
+    k = trackers.index(tracker)
+    return {name: cells[k * len(names) + j][0] for j, name in enumerate(names)}
