@@ -100,3 +100,51 @@ def test_an_unknown_baseline_is_refused(tmp_path, capsys):
     pytest.importorskip("vot", reason="vot-toolkit is not installed (the optional [vot] extra)")
     assert workspace.main(["--sequences", str(tmp_path), "--baselines", "nope", "--out", str(tmp_path / "ws")]) == 2
     assert "unknown baseline nope" in capsys.readouterr().err
+
+
+def _sequence(n: int, nan_rows=()):
+    from cract_core.datasets import Sequence
+
+    gt = np.tile([10.0, 10.0, 20.0, 20.0], (n, 1))
+    gt[list(nan_rows)] = np.nan
+    return Sequence("s", [f"{i}.jpg" for i in range(n)], gt, np.zeros(n, bool))
+
+
+def test_anchors_every_50_frames_towards_the_longer_part_on_visible_frames():
+    a = workspace.anchors(_sequence(161, nan_rows=range(50, 53)))
+    assert {i: int(v) for i, v in enumerate(a) if v} == {0: 1, 53: 1, 100: -1, 150: -1}
+    assert workspace.anchors(_sequence(51))[50] == 0  # never on the last frame: nothing left to track
+
+
+def test_eao_interval_sits_around_the_typical_length():
+    lengths = [99, 305, 309, 353, 470, 252, 307, 307, 597, 169, 241]  # the validation split's
+    low, high = workspace.eao_interval(lengths)
+    assert min(lengths) <= low < np.median(lengths) < high <= max(lengths)
+
+
+@pytest.mark.slow
+def test_the_multistart_experiment_runs_and_gives_an_eao(tmp_path):
+    """vot-toolkit 0.9.0's own multistart cannot start a tracker; cract_core.vot.multistart's does:
+    NanoTrack V2 through cract-trax from both anchors of a 60-frame sequence, then vot's EAO."""
+    import json
+    import os
+    import subprocess
+
+    from conftest import REPO_ROOT, require_shared_model
+
+    pytest.importorskip("vot", reason="vot-toolkit is not installed (the optional [vot] extra)")
+    require_shared_model("nanotrack_v2/nanotrack_backbone_sim_v2.onnx")
+    out = tmp_path / "ws"
+    argv = ["--sequences", str(require_shared_sequences()), "--only", "otb_bird2", "--max-frames", "60",
+            "--multistart", "--baselines", "nanotrack", "--out", str(out)]
+    assert workspace.main(argv) == 0
+    assert [i for i, v in enumerate(np.loadtxt(out / "sequences/otb_bird2/anchor.value")) if v] == [0, 50]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for args in (["evaluate", workspace.NANOTRACK_ID], ["analysis", workspace.NANOTRACK_ID, "--name", "ms"]):
+        proc = subprocess.run([sys.executable, "-m", "vot", *args, "--experiments", workspace.MULTISTART,
+                               "--workspace", str(out)], capture_output=True, text=True, env=env, timeout=900, cwd=REPO_ROOT)
+        assert proc.returncode == 0 and "must be" not in proc.stdout, proc.stdout[-2000:]
+    runs = sorted(p.name for p in (out / "results" / workspace.NANOTRACK_ID / workspace.MULTISTART / "otb_bird2").glob("*.bin"))
+    assert runs == ["otb_bird2_00000000.bin", "otb_bird2_00000050.bin"]
+    eao = json.loads((out / "analysis" / "ms.json").read_text())["results"][workspace.MULTISTART]["results"][0][0][0]
+    assert 0.0 < eao <= 1.0

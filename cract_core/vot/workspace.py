@@ -68,6 +68,40 @@ experiments:
         name: sequence_accuracy
         burnin: 1
 """
+# Goal beyond (``--multistart``): VOT2020+'s short-term experiment, the tracker started at anchor
+# frames about ANCHOR_SPACING apart and run towards the longer end; EAO over the interval the
+# sequences' lengths give (eao_interval).
+# The experiment is multistart.py's: vot-toolkit 0.9.0's own cannot start a tracker.
+ANCHOR_SPACING = 50
+MULTISTART = "baseline"
+MULTISTART_STACK = """  {name}:
+    type: cract_core.vot.multistart.MultiStartExperiment
+    analyses:
+      - type: multistart_eao_score
+        name: eaoscore
+        low: {low}
+        high: {high}
+      - type: multistart_eao_curve
+        name: eaocurve
+        high: {high}
+      - type: multistart_average_ar
+        name: ar
+"""
+
+
+def eao_interval(lengths: Seq[int]) -> tuple[int, int]:
+    """The EAO interval the VOT reports derive from their datasets (VOT2015 on): where a Gaussian
+    kernel density of the sequence lengths is highest, the shortest interval around its mode that
+    holds half the density (VOT-ST2022's 115..755 fits its own, much longer sequences)."""
+    x = np.asarray(lengths, dtype=np.float64)
+    if x.size == 0:
+        raise ValueError("no sequences")
+    bw = max(1.06 * x.std() * x.size ** -0.2, 1.0)  # Silverman's rule; one frame at least
+    grid = np.arange(max(1.0, x.min() - 3 * bw), x.max() + 3 * bw + 1)
+    density = np.exp(-0.5 * ((grid[:, None] - x[None, :]) / bw) ** 2).sum(axis=1)
+    order = np.argsort(density)[::-1]  # highest density first, until half the mass is in
+    taken = order[: int(np.searchsorted(np.cumsum(density[order]), 0.5 * density.sum())) + 1]
+    return int(grid[taken].min()), int(grid[taken].max())
 # vot-toolkit waits this long (s) for each answer; cract's first one loads torch and the weights.
 TRAX_TIMEOUT = 300
 NANOTRACK_ID = "nanotrack_v2"
@@ -80,6 +114,24 @@ def format_box(row: np.ndarray) -> str:
     return ",".join(f"{float(v):.10g}" for v in row)
 
 
+def anchors(seq) -> np.ndarray:
+    """VOT2020's anchors as its datasets write them (``anchor.value``, one number a frame): 1 where the
+    tracker starts and runs forward, -1 where it starts and runs backward (towards the longer part of
+    the sequence), 0 elsewhere; the first frame with a box in every ANCHOR_SPACING frames."""
+    gt = np.asarray(seq.groundtruth, dtype=np.float64).reshape(-1, 4)
+    with np.errstate(invalid="ignore"):
+        visible = np.all(np.isfinite(gt), axis=1) & (gt[:, 2] > 0) & (gt[:, 3] > 0) & ~np.asarray(seq.absent, dtype=bool)
+    n = len(gt)
+    out = np.zeros(n, dtype=np.int64)
+    for start in range(0, n - 1, ANCHOR_SPACING):
+        hits = np.flatnonzero(visible[start:start + ANCHOR_SPACING]) + start
+        hits = hits[hits < n - 1]  # an anchor on the last frame (or first, backward) would track nothing
+        if hits.size:
+            i = int(hits[0])
+            out[i] = 1 if n - 1 - i >= i else -1
+    return out
+
+
 def _needs_pixels(seq: object, index: int, src: Path) -> bool:
     """A frame whose file is not what the tracker must see: not a JPEG, or resized by the splice."""
     foreign = getattr(seq, "foreign", None)  # absence.SplicedSequence: donor frames, resized to the host
@@ -88,7 +140,7 @@ def _needs_pixels(seq: object, index: int, src: Path) -> bool:
     return src.suffix.lower() not in (".jpg", ".jpeg")
 
 
-def write_sequence(seq, dest: Path, copy: bool = False) -> None:
+def write_sequence(seq, dest: Path, copy: bool = False, multistart: bool = False) -> None:
     """One sequence in vot-toolkit's layout (module docstring)."""
     if len(seq) < 2:
         raise ValueError(f"sequence {seq.name}: {len(seq)} frame(s); a tracker needs at least 2")
@@ -112,6 +164,8 @@ def write_sequence(seq, dest: Path, copy: bool = False) -> None:
     gt = np.asarray(seq.groundtruth, dtype=np.float64).reshape(-1, 4).copy()
     gt[np.asarray(seq.absent, dtype=bool)] = np.nan  # flagged absent (LaSOT, GOT-10k): not visible
     (dest / "groundtruth.txt").write_text("".join(format_box(r) + "\n" for r in gt))
+    if multistart:
+        (dest / "anchor.value").write_text("".join(f"{v}\n" for v in anchors(seq)))
     w, h = seq.image_size()
     fps = int(round(seq.fps)) if seq.fps else 30  # vot reads fps as an integer
     (dest / "sequence").write_text(
@@ -158,7 +212,7 @@ def _block(ident: str, label: str, command: str) -> str:
 
 
 def write_workspace(out: Path, sequences: list, configs: list[str], baselines: list[str],
-                    threads: Optional[int] = 1, copy: bool = False) -> None:
+                    threads: Optional[int] = 1, copy: bool = False, multistart: bool = False) -> None:
     """The whole workspace (module docstring); ``sequences`` are cract_core.datasets Sequences."""
     names = [s.name for s in sequences]
     if len(set(names)) != len(names):
@@ -166,9 +220,13 @@ def write_workspace(out: Path, sequences: list, configs: list[str], baselines: l
     root = out / "sequences"
     root.mkdir(parents=True, exist_ok=True)
     for seq in sequences:
-        write_sequence(seq, root / seq.name, copy)
+        write_sequence(seq, root / seq.name, copy, multistart)
     (root / "list.txt").write_text("".join(n + "\n" for n in names))
-    (out / STACK_FILE).write_text(STACK)
+    stack = STACK
+    if multistart:
+        low, high = eao_interval([len(s) for s in sequences])
+        stack += MULTISTART_STACK.format(name=MULTISTART, low=low, high=high)
+    (out / STACK_FILE).write_text(stack)
     (out / "config.yaml").write_text(f"registry:\n- ./trackers.ini\nstack: {STACK_FILE}\nsequences: sequences\n")
     (out / "trackers.ini").write_text(trackers_ini(configs, baselines, threads))
     (out / "results").mkdir(exist_ok=True)
@@ -220,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baselines", default="nanotrack", help="comma-separated cract-trax baselines ('' for none)")
     p.add_argument("--threads", type=int, default=1, help="--threads for each cract-trax (0: the libraries' default)")
     p.add_argument("--copy", action="store_true", help="copy the frames instead of linking them")
+    p.add_argument("--multistart", action="store_true",
+                   help="add VOT2020+'s multistart short-term experiment (anchor.value per sequence, EAO)")
     p.add_argument("--out", required=True, type=Path, help="the workspace folder")
     return p
 
@@ -244,7 +304,7 @@ def main(argv: Optional[Seq[str]] = None) -> int:
         for c in configs:
             load_config(c)
         seqs = load_sequences(args)
-        write_workspace(args.out, seqs, configs, baselines, args.threads or None, args.copy)
+        write_workspace(args.out, seqs, configs, baselines, args.threads or None, args.copy, args.multistart)
     except (ConfigError, OSError, ValueError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
