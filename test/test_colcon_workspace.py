@@ -99,7 +99,7 @@ class Workspace:
         """A `ros2` verb that looks the node up in the graph: without the daemon, discovery is its
         --spin-time (spent twice by `lifecycle`); asked again with a longer one while the answer is
         'Node not found' (a loaded machine)."""
-        for spin in (2, 5, 10):
+        for spin in (1, 3, 8):
             done = self.ros2(f"{args} --no-daemon --spin-time {spin}")
             if "Node not found" not in done.stdout + done.stderr:
                 break
@@ -372,8 +372,6 @@ def test_autostart_false_waits_for_ros2_lifecycle_set(ws: Workspace, graph: Grap
         done = ws.ros2_graph(f"lifecycle set /t20m/cract_tracker {transition}")
         assert done.returncode == 0 and "Transitioning successful" in done.stdout, done.stdout + done.stderr
     assert graph.state(launch) == "active"
-    got = ws.ros2_graph("lifecycle get /t20m/cract_tracker")
-    assert got.stdout.startswith("active [3]"), got.stdout + got.stderr
     assert stop_group(launch.proc) == 0, launch.text()[-3000:]
 
 
