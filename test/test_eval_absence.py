@@ -164,6 +164,13 @@ def test_score_of_one_spliced_run_by_hand(host_and_donor):
     # Present frames 0, 1, 4..7 (frame 0 scored, as the one-pass AUC does): IoUs 1, 1, 0, 1, 1, 1.
     assert d["auc_present"] == pytest.approx((5 * 20 / 21) / 6)
 
+    assert d["iou_before_cut"] == 1.0  # frame 1, the last before the cut, is exact
+
+    lost = boxes.copy()
+    lost[1] = [30, 30, 3, 2]  # lost before the cut: a slow re-find there is not the cut's doing
+    runs = [absence.score_absence_run(boxes, conf, states, s), absence.score_absence_run(lost, conf, states, s)]
+    assert absence.summarize_runs(runs)["lost_before_cut"] == 1
+
     summary = absence.summarize_runs([absence.score_absence_run(boxes, conf, states, s)] * 2)
     assert summary["runs"] == 2 and summary["absent_frames"] == 4 and summary["never_refound"] == 0
     assert summary["refind_frames_median"] == 1.0 and summary["lt_f"] == pytest.approx(0.8)

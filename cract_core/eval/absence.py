@@ -27,9 +27,12 @@ Per run (:func:`score_absence_run`), frames 1.. (frame 0 initialises the tracker
   tracker gives none its TRACKING flag as 0 / 1 (CSRT, KCF, MIL); a frame without a box has no
   prediction.
 * ``auc_present``: the success AUC over present frames only (metrics.score_sequence, "exclude").
+* ``iou_before_cut``: the IoU on the last host frame before the cut; at most REFIND_IOU means the
+  tracker had lost the target before it was cut away, so a slow re-find there is not the cut's.
 
 Over runs: the two shares pool frames (every absent / present frame of every run counts once),
-``refind_frames`` is the median over runs, LT precision / recall / F follow VOT-LT (per-run
+``refind_frames`` is the median over runs (``lost_before_cut`` counts the runs whose
+``iou_before_cut`` is at most REFIND_IOU), LT precision / recall / F follow VOT-LT (per-run
 curves averaged per threshold, longterm.longterm_pr_curves), ``auc_present`` is the mean over runs.
 """
 from __future__ import annotations
@@ -173,6 +176,7 @@ class AbsenceRun:
     refind_frames: int
     refound: bool
     auc_present: Optional[float]
+    iou_before_cut: float = float("nan")
 
     def as_dict(self) -> dict:
         absent = ~self.present
@@ -186,6 +190,7 @@ class AbsenceRun:
             "refound": self.refound,
             "lt_f": f, "lt_precision": p, "lt_recall": r, "lt_threshold": _finite(t),
             "auc_present": self.auc_present,
+            "iou_before_cut": _finite(self.iou_before_cut),
         }
 
 
@@ -210,8 +215,10 @@ def score_absence_run(boxes: np.ndarray, confidences: np.ndarray, states: list[s
     conf_all = lt_confidences(confidences, tracking_all, has_box)
     n_re, found = refind_frames(iou_all, present_all, seq.return_index)
     sc = metrics.score_sequence(boxes, gt, seq.absent, "exclude")
+    cut = int(np.flatnonzero(seq.foreign)[0]) if seq.foreign.any() else seq.return_index
+    before = float(iou_all[cut - 1]) if cut >= 1 and present_all[cut - 1] else float("nan")
     return AbsenceRun(iou_all[1:], conf_all[1:], present_all[1:], tracking_all[1:], n_re, found,
-                      _finite(sc.auc) if sc.evaluated_frames > 0 else None)
+                      _finite(sc.auc) if sc.evaluated_frames > 0 else None, before)
 
 
 def summarize_runs(runs: list[AbsenceRun]) -> dict:
@@ -232,6 +239,7 @@ def summarize_runs(runs: list[AbsenceRun]) -> dict:
         "present_tracking": _share(present),
         "refind_frames_median": float(np.median([r.refind_frames for r in runs])),
         "never_refound": int(sum(not r.refound for r in runs)),
+        "lost_before_cut": int(sum(bool(r.iou_before_cut <= REFIND_IOU) for r in runs)),
         "lt_f": f, "lt_precision": p, "lt_recall": rc, "lt_threshold": _finite(t),
         "auc_present": float(np.mean(aucs)) if aucs else None,
         "lt_curve": {"precision": curve["precision"].round(6).tolist(), "recall": curve["recall"].round(6).tolist(),
@@ -247,20 +255,20 @@ def format_table(summary: dict) -> str:
     """The absence protocol's table: one row per tracker (summary["trackers"][name]["mean"])."""
     nw = max([28] + [len(n) for n in summary["trackers"]])
     head = (f"{'tracker (absence protocol)':<{nw}} {'runs':>4} {'absent!TRK':>10} {'presentTRK':>10} "
-            f"{'refind p50':>10} {'never':>5} {'LT-P':>6} {'LT-R':>6} {'LT-F':>6} {'thr':>6} {'AUCpres':>7}")
+            f"{'refind p50':>10} {'never':>5} {'lost<cut':>8} {'LT-P':>6} {'LT-R':>6} {'LT-F':>6} {'thr':>6} {'AUCpres':>7}")
     lines = [head, "-" * len(head)]
     for name, t in summary["trackers"].items():
         m = t["mean"]
         lines.append(
             f"{name:<{nw}} {m.get('runs', 0):>4} {_cell(m.get('absent_not_tracking'), '.3f', 10)} "
             f"{_cell(m.get('present_tracking'), '.3f', 10)} {_cell(m.get('refind_frames_median'), '.1f', 10)} "
-            f"{m.get('never_refound', 0):>5} {_cell(m.get('lt_precision'), '.3f', 6)} {_cell(m.get('lt_recall'), '.3f', 6)} "
+            f"{m.get('never_refound', 0):>5} {m.get('lost_before_cut', 0):>8} {_cell(m.get('lt_precision'), '.3f', 6)} {_cell(m.get('lt_recall'), '.3f', 6)} "
             f"{_cell(m.get('lt_f'), '.3f', 6)} {_cell(m.get('lt_threshold'), '.3f', 6)} {_cell(m.get('auc_present'), '.3f', 7)}"
         )
     a = summary.get("absence", {})
     lines.append(f"(absent!TRK: share of absent frames not reported TRACKING; presentTRK: share of present frames "
                  f"reported TRACKING; refind p50: median frames after the return until IoU > {a.get('refind_iou', REFIND_IOU)}, "
-                 f"never: runs that never re-find; LT-P/R/F at the best threshold thr (VOT-LT); gap {a.get('gap')}, "
+                 f"never: runs that never re-find; lost<cut: runs lost (IoU <= {a.get('refind_iou', REFIND_IOU)}) on the last frame before the cut; LT-P/R/F at the best threshold thr (VOT-LT); gap {a.get('gap')}, "
                  f"k {a.get('k') or 'a third of each sequence'})")
     return "\n".join(lines)
 

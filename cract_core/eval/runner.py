@@ -427,7 +427,8 @@ def write_states(path: Path, confidences: np.ndarray, states: list[str]) -> None
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as fh:
         for c, st in zip(np.asarray(confidences, dtype=np.float64).reshape(-1), states):
-            fh.write(f"{format_number(c)},{st}\n")
+            # 6 significant digits, not the boxes' 3 decimals: LT thresholds are quantiles of these.
+            fh.write(f"{'nan' if not np.isfinite(c) else format(c, '.6g')},{st}\n")
 
 
 def write_results(out: Path, results: list[RunResult]) -> None:
