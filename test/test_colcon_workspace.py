@@ -68,7 +68,8 @@ def _shell_env(log_dir: Path) -> dict:
     env = {"HOME": os.environ.get("HOME", "/root"), "PATH": PLAIN_PATH, "LANG": "C.UTF-8",
            "AMENT_PREFIX_PATH": str(VENV),  # the underlay, as `source /opt/ros/<distro>/setup.bash` sets it
            "ROS_LOG_DIR": str(log_dir), "RCUTILS_COLORIZED_OUTPUT": "0", "OMP_NUM_THREADS": "1",
-           "PYTHONUNBUFFERED": "1"}
+           "PYTHONUNBUFFERED": "1",
+           "TMPDIR": str(log_dir)}  # launch_ros's generated parameter files stay in the test's folder
     for name in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE"):
         env[name] = os.environ[name]
     assert not any(str(VENV) in p for p in env["PATH"].split(":"))
