@@ -334,3 +334,17 @@ def test_default_providers_on_a_gpu_without_onnxruntime_gpu_fall_back_to_torch(m
     with caplog.at_level("WARNING"):
         assert wrap_for_runtime(cfg, net, torch.device("cuda")) is net
     assert "onnxruntime-gpu" in caplog.text
+
+
+def test_cache_key_ignores_what_the_graphs_do_not_hold():
+    """Scores' weights, thresholds and the untrained R / I of a config that does not run them act
+    outside the graphs: changing them must not export again."""
+    cfg = config()
+    net = torch_net(cfg)
+    key = graphs_key(cfg, net)
+    other = config()
+    other.crac.alpha, other.crac.beta, other.rpn.nms_iou = 0.1, 0.2, 0.3
+    with torch.no_grad():
+        for p in net.identifier.parameters():
+            p.add_(1.0)
+    assert graphs_key(other, net) == key

@@ -144,15 +144,30 @@ def weights_sha256(cfg: ExperimentConfig) -> str:
     return _file_sha256(path) if path.is_file() else ""
 
 
+# Config fields that change what a graph computes; the rest (alpha, beta, NMS, thresholds, D) act
+# outside the graphs, and changing them must not export again.
+KEY_FIELDS = {
+    "backbone": ("name", "neck", "phi4_mode", "fused_channels"),
+    "rpn": ("type", "anchor_ratios", "anchor_scale", "head_channels"),
+    "crac": ("pyramid_sizes", "pooling", "refinement", "classifier", "confidence", "regressor_conv_channels",
+             "regressor_fc", "identifier_conv_channels", "identifier_fc"),
+}
+
+
 def graphs_key(cfg: ExperimentConfig, net: nn.Module) -> str:
     """What the graphs depend on: the exporter's version and opset, the config's network and crop
-    settings, and every tensor of the net (weights, folded batch norms, a loaded checkpoint)."""
+    settings, and every tensor of the modules the graphs hold (weights, folded batch norms, a
+    loaded checkpoint; not the untrained R / I of a config that does not run them)."""
     h = hashlib.sha256()
     h.update(f"v{EXPORT_VERSION} opset{OPSET} torch{torch.__version__.split('+')[0]}".encode())
-    shape_cfg = {"backbone": vars(cfg.backbone), "rpn": vars(cfg.rpn), "crac": vars(cfg.crac),
-                 "sizes": [cfg.tracker.template_size, cfg.tracker.search_size]}
+    shape_cfg = {section: {f: getattr(getattr(cfg, section), f) for f in fields} for section, fields in KEY_FIELDS.items()}
+    shape_cfg["sizes"] = [cfg.tracker.template_size, cfg.tracker.search_size]
     h.update(json.dumps(shape_cfg, sort_keys=True, default=str).encode())
+    used = {"backbone", "neck", "rpn"} | ({"regressor"} if uses_regressor(cfg) else set()) | (
+        {"identifier"} if uses_identifier(cfg) else set())
     for name, tensor in sorted(net.state_dict().items()):
+        if name.split(".")[0] not in used:
+            continue
         t = tensor.detach().to("cpu").contiguous()
         h.update(name.encode())
         h.update(str(tuple(t.shape)).encode())
