@@ -106,3 +106,74 @@ def sequence_overlaps(path: PathLike, tracker: str) -> dict[str, float]:
         raise ValueError(f"{path}: {len(cells)} per-sequence results for {len(trackers)} tracker(s) x {len(names)} sequences")
     k = trackers.index(tracker)
     return {name: cells[k * len(names) + j][0] for j, name in enumerate(names)}
+
+
+# ------------------------------------------------------------------ vot-toolkit beside cract-eval
+
+
+def read_cract_eval_run(out: PathLike, tracker: str, sequence: str) -> VotRun:
+    """cract-eval's written run (``OUT/<tracker>/<seq>.txt`` and ``.state.txt``, runner.py)."""
+    folder = Path(out) / tracker
+    boxes = np.loadtxt(folder / f"{sequence}.txt", delimiter=",", ndmin=2)
+    conf, states = [], []
+    for line in (folder / f"{sequence}.state.txt").read_text().splitlines():
+        c, _, s = line.partition(",")
+        conf.append(_number(c))
+        states.append(s)
+    return VotRun(boxes, np.asarray(conf), states)
+
+
+def cract_eval_scores(seqs: dict, runs: dict[str, VotRun]) -> dict[str, float]:
+    """cract-eval's figures of runs: VOT-LT precision / recall / F over frames 1.. (absence.py's recipe,
+    longterm.py's measures) and the one-pass AO (frames with a box pooled, frame 0 included)."""
+    from cract_core.eval import absence, longterm, metrics
+
+    arrays, ious = [], []
+    for name, run in runs.items():
+        seq = seqs[name]
+        present = metrics.valid_frames(seq.groundtruth, seq.absent)
+        iou = np.nan_to_num(metrics.frame_iou(run.boxes, seq.groundtruth), nan=0.0)
+        iou[~present] = 0.0
+        tracking = np.array([s == "TRACKING" for s in run.states])
+        conf = absence.lt_confidences(run.confidences, tracking, metrics.valid_boxes(run.boxes))
+        arrays.append((iou[1:], conf[1:], present[1:]))
+        ious.append(metrics.score_sequence(run.boxes, seq.groundtruth, seq.absent).ious)
+    f, p, r, _ = longterm.best_f(longterm.longterm_pr_curves(arrays))
+    return {"precision": p, "recall": r, "f": f, "average_overlap": metrics.got10k_scores(np.concatenate(ious))[0]}
+
+
+def compare(workspace: PathLike, analysis: str, eval_out: PathLike, pairs: dict[str, str]) -> str:
+    """A markdown table: vot-toolkit's numbers, cract-eval's scoring of the same trajectories, and
+    cract-eval's own run (its summary's AUC and AO, and its written boxes scored for VOT-LT)."""
+    from cract_core.datasets import load_sequences
+
+    seqs = {s.name: s for s in load_sequences(Path(workspace) / "sequences", "vot")}
+    summary = json.loads((Path(eval_out) / "summary.json").read_text())
+    rows = ["| tracker | numbers from | LT precision | LT recall | LT F | average overlap | AUC |",
+            "|---|---|---|---|---|---|---|"]
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    for vot_id, eval_name in pairs.items():
+        vot = analysis_numbers(Path(workspace) / "analysis" / f"{analysis}.json", vot_id)
+        traj = read_trajectories(workspace, vot_id, "longterm")
+        ours = cract_eval_scores(seqs, traj)
+        own_runs = {n: read_cract_eval_run(eval_out, eval_name, n) for n in traj}
+        own = cract_eval_scores(seqs, own_runs)
+        mean = summary["trackers"][eval_name]["mean"]
+        gap = max(float(np.nanmax(np.abs(own_runs[n].boxes - traj[n].boxes))) for n in traj)
+        for label, v, auc in (("vot-toolkit analysis", vot, None), ("cract-eval scoring vot's trajectories", ours, None),
+                              (f"cract-eval's own run (boxes within {gap:.3f} px of vot's)", own, mean.get("auc"))):
+            rows.append(f"| {vot_id} | {label} | {fmt(v['precision'])} | {fmt(v['recall'])} | {fmt(v['f'])} | "
+                        f"{fmt(v['average_overlap'])} | {fmt(auc)} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    p = argparse.ArgumentParser(description="vot-toolkit's numbers beside cract-eval's (docs/vot.md's table)")
+    p.add_argument("--workspace", required=True)
+    p.add_argument("--analysis", required=True, help="the name given to `vot analysis --name`")
+    p.add_argument("--eval", required=True, help="cract-eval's --out of the same sequences")
+    p.add_argument("--pairs", default="cract=cract,nanotrack_v2=nanotrack", help="vot id=cract-eval name, comma separated")
+    a = p.parse_args()
+    print(compare(a.workspace, a.analysis, a.eval, dict(x.split("=", 1) for x in a.pairs.split(","))))
