@@ -443,7 +443,7 @@ def test_example_parent_launch_includes_cract_launch(ws: Workspace, graph: Graph
     assert stop_group(launch.proc) == 0, launch.text()[-3000:]
 
 
-def test_missing_params_file_fails_before_the_node_starts(ws: Workspace, tmp_path: Path) -> None:
+def test_missing_params_file_or_bad_values_end_the_launch_with_an_error(ws: Workspace, tmp_path: Path) -> None:
     missing = tmp_path / "no_such_params.yaml"
     done = ws.ros2(f"launch cract cract.launch.py params_file:={missing}")
     assert done.returncode != 0
@@ -454,6 +454,13 @@ def test_missing_params_file_fails_before_the_node_starts(ws: Workspace, tmp_pat
     run = ws.ros2(f"run cract tracker_node --ros-args --params-file {missing}")
     assert run.returncode == 1, run.stdout + run.stderr
     assert "cannot start" in run.stderr and "Couldn't parse params file" in run.stderr, run.stderr
+    # a value the node refuses: one FATAL line with the reason, exit 1, and the launch exits non-zero
+    bad = ws.ros2(f"launch cract cract.launch.py namespace:=t20p params_file:={params_file(tmp_path, alpha=5.0)}",
+                  timeout=START_TIMEOUT)
+    out = bad.stdout + bad.stderr
+    assert bad.returncode != 0, out
+    assert "bad parameters: alpha must be <= 1.0, got 5.0" in out and "exited with code 1" in out, out
+    assert "Traceback" not in out, out
 
 
 def test_unknown_model_config_ends_the_launch_with_an_error(ws: Workspace, graph: Graph, tmp_path: Path) -> None:

@@ -421,6 +421,12 @@ class TrackerNode(FrameInput, TargetRequests, TrackingWorker, Diagnostics, Lifec
 
     def destroy_node(self) -> None:
         """SIGINT or the end of main: stop the tracker's thread and close the tracker, in any state."""
+        if not hasattr(self, "_cv"):
+            # the constructor stopped at bad parameters (NodeStartupError, logged by main) and
+            # rclpy's shutdown destroys the node it registered: nothing of ours was made yet
+            super().destroy_node()
+            self._state_machine.destroy_when_not_in_use()
+            return
         self._active = False
         with self._cv:
             self._stop = True
