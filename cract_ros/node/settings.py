@@ -19,7 +19,9 @@ PARAMETERS: dict[str, ParamSpec] = {
     "checkpoint": ParamSpec("", "trained heads (.pt); empty = the checkpoint the model config names"),
     "device": ParamSpec("auto", "where the network runs: auto (CUDA when present), cpu or cuda",
                         choices=("auto", "cpu", "cuda")),
-    "num_threads": ParamSpec(0, "torch CPU threads; 0 = torch's default", minimum=0),
+    # 1: measured faster than 2 on a 2-core machine for both runtimes (docs/runtime.md: bench_runtime.py)
+    "num_threads": ParamSpec(1, "CPU threads of the network (torch and onnxruntime); 0 = torch's default (all cores)",
+                             minimum=0),
     **MODEL_RUNTIME_PARAMS,  # runtime: torch | onnxruntime (docs/runtime.md)
     "tracker_mode": ParamSpec("async", "async: discriminator updates on the tracker's worker, off the frame path; "
                               "sync: inside the frame (deterministic, for evaluation)", choices=("async", "sync")),
