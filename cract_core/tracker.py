@@ -485,19 +485,14 @@ class Tracker:
         something in any view; only the memory can say which of them is this target.
         """
         boxes = ref.refined_xyxy if ref is not None else props
-        if self._state == TrackState.LOST:
-            features = self.net.pool(phi_x, boxes)
-            similarity = self._memory.similarity(features)
-            best = int(torch.argmax(similarity))
-            chosen = features[best:best + 1]
-        else:
-            chosen = self.net.pool(phi_x, boxes[best:best + 1])
-            similarity = self._memory.similarity(chosen)
-            chosen_similarity = similarity
-            similarity = torch.full((len(boxes),), float("nan"))
-            similarity[best] = chosen_similarity[0]
+        similarity = torch.full((len(boxes),), float("nan"))
+        candidates = torch.arange(len(boxes)) if self._state == TrackState.LOST else torch.tensor([best])
+        features = self.net.pool(phi_x, boxes[candidates])
+        similarity[candidates] = self._memory.similarity(features).cpu()
+        pick = int(torch.argmax(similarity[candidates]))
+        best = int(candidates[pick])
         confidence = float(self._memory.confidence(similarity[best]))
-        return best, confidence, chosen, similarity.cpu().numpy()
+        return best, confidence, features[pick:pick + 1], similarity.numpy()
 
     def _rank_scores(self, scores: torch.Tensor, boxes_xyxy: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
         """SiamRPN's scale/aspect-change penalty, then its cosine window: (penalized, ranked) scores.

@@ -45,8 +45,9 @@ PARAMETERS: dict[str, ParamSpec] = {
     # tracker (runtime: applied through Tracker.set_params)
     "alpha": ParamSpec(0.4, "s = alpha * v+ + (1 - alpha) * tau (Eq. 9)", runtime=True, minimum=0.0, maximum=1.0),
     "beta": ParamSpec(0.8, "final score beta * s + (1 - beta) * c (Eq. 10)", runtime=True, minimum=0.0, maximum=1.0),
-    "low_confidence": ParamSpec(0.45, "final score below this: LOW_CONFIDENCE", runtime=True, minimum=0.0, maximum=1.0),
-    "lost_confidence": ParamSpec(0.2, "final score below this for a few frames: LOST (<= low_confidence)",
+    # the default model's (config/model/cract_nanotrack.yaml): its confidence is the appearance memory's
+    "low_confidence": ParamSpec(0.5, "confidence below this: LOW_CONFIDENCE", runtime=True, minimum=0.0, maximum=1.0),
+    "lost_confidence": ParamSpec(0.5, "confidence below this for a few frames: LOST (<= low_confidence)",
                                  runtime=True, minimum=0.0, maximum=1.0),
     "update_interval": ParamSpec(10, "K: frames between discriminator updates", runtime=True, minimum=1),
     # output
