@@ -348,3 +348,26 @@ def test_cache_key_ignores_what_the_graphs_do_not_hold():
         for p in net.identifier.parameters():
             p.add_(1.0)
     assert graphs_key(other, net) == key
+
+
+def test_crac_heads_on_onnxruntime_match_torch_in_the_tracker(shared_sequence):
+    """R and I through OnnxRuntimeNet.refine, in the tracker (the cascade config with I as the
+    classifier; D is left out: its online fit magnifies any float difference, torch on 1 against 2
+    threads as much as onnxruntime against torch)."""
+    from cract_core.datasets import load_folder_sequence
+
+    seq = load_folder_sequence(shared_sequence("otb_bird2")).head(25)
+    trackers = []
+    for runtime in ("torch", "onnxruntime"):
+        cfg = config(CASCADE, runtime=runtime)
+        cfg.crac.classifier = "identifier"
+        trackers.append(Tracker.from_config(cfg, device="cpu", mode="sync"))
+        trackers[-1].init(seq.image(0), np.asarray(seq.init_box, float))
+    ref, ort_tracker = trackers
+    assert isinstance(ort_tracker.net, OnnxRuntimeNet) and "identifier" in ort_tracker.net.sessions
+    for i in range(1, len(seq)):
+        for k, v in _state_of(ref).items():
+            setattr(ort_tracker, k, v)
+        a, b = ref.track(seq.image(i)), ort_tracker.track(seq.image(i))
+        assert np.abs(a.box - b.box).max() < 0.5, f"frame {i}"
+        assert abs(a.confidence - b.confidence) < 1e-3, f"frame {i}"
