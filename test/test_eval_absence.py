@@ -120,10 +120,26 @@ def test_splice_default_k_is_a_third_and_bad_k_is_refused(host_and_donor):
 
 
 def test_pairing_is_the_next_sequences_by_name(tmp_path):
-    seqs = [_folder_sequence(tmp_path, n, [1, 2, 3], (4, 4), np.tile([0, 0, 2, 2.0], (3, 1))) for n in "cab"]
+    seqs = [_folder_sequence(tmp_path, n, [v, 2, 3], (4, 4), np.tile([0, 0, 2, 2.0], (3, 1)))
+            for n, v in zip("cab", (7, 8, 9))]
     names = [r.name for r in absence.absence_runs(seqs, gap=2, scenes=2)]
     assert names == ["a+cut_b", "a+cut_c", "b+cut_c", "b+cut_a", "c+cut_a", "c+cut_b"]
     with pytest.raises(ValueError, match="scenes"):
+        absence.absence_runs(seqs, scenes=3)
+
+
+def test_two_sequences_of_one_footage_are_never_each_others_cut_away(tmp_path):
+    """OTB's Jogging-1 and Jogging-2 are the same images with another target each: cutting one to
+    the other would leave the 'absent' target in view.  The pairing skips to the next footage."""
+    gt = np.tile([0, 0, 2, 2.0], (3, 1))
+    seqs = [_folder_sequence(tmp_path, "jog1", [5, 6, 7], (4, 4), gt),
+            _folder_sequence(tmp_path, "jog2", [5, 6, 7], (4, 4), gt),  # the same frames, another folder
+            _folder_sequence(tmp_path, "kite", [8, 6, 7], (4, 4), gt),
+            _folder_sequence(tmp_path, "lake", [9, 6, 7], (4, 4), gt)]
+    names = [r.name for r in absence.absence_runs(seqs, gap=2, scenes=2)]
+    assert names == ["jog1+cut_kite", "jog1+cut_lake", "jog2+cut_kite", "jog2+cut_lake",
+                     "kite+cut_lake", "kite+cut_jog1", "lake+cut_jog1", "lake+cut_jog2"]
+    with pytest.raises(ValueError, match="jog1: only 2 other footage"):
         absence.absence_runs(seqs, scenes=3)
 
 

@@ -38,7 +38,9 @@ curves averaged per threshold, longterm.longterm_pr_curves), ``auc_present`` is 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import cv2
@@ -135,12 +137,24 @@ def absence_runs(sequences: list[Sequence], k: Optional[int] = None, gap: int = 
         raise ValueError("the absence protocol needs at least 2 sequences (one is cut away to another)")
     if not 1 <= scenes < len(seqs):
         raise ValueError(f"scenes must be in 1..{len(seqs) - 1} for {len(seqs)} sequences, got {scenes}")
+    # Two sequences of one footage (OTB's Jogging-1 and -2: the same images, another target each)
+    # are never each other's cut-away: the "absent" target would be in view.
+    footage = [_first_frame_digest(s) for s in seqs]
     out = []
     for i, host in enumerate(seqs):
         kk = None if k is None else min(int(k), len(host) - 1)  # a short host keeps one frame after the cut
-        for step in range(1, scenes + 1):
-            out.append(splice_with_absence(host, seqs[(i + step) % len(seqs)], kk, gap))
+        donors = [seqs[(i + step) % len(seqs)] for step in range(1, len(seqs))
+                  if footage[(i + step) % len(seqs)] != footage[i]][:scenes]
+        if len(donors) < scenes:
+            raise ValueError(f"{host.name}: only {len(donors)} other footage(s) to cut away to, {scenes} asked for")
+        out.extend(splice_with_absence(host, donor, kk, gap) for donor in donors)
     return out
+
+
+def _first_frame_digest(sequence: Sequence) -> str:
+    """What tells one footage from another: the bytes of its first frame (copies under other names
+    or paths are the same footage)."""
+    return hashlib.sha256(Path(sequence.frame_path(0)).read_bytes()).hexdigest()
 
 
 def refind_frames(ious: np.ndarray, present: np.ndarray, return_index: int,
