@@ -82,6 +82,14 @@ class CRACConfig:
     confidence: Literal["score", "identifier", "memory"] = "score"
     memory_learning_rate: float = 0.1  # prototype <- (1 - lr) prototype + lr f on verified frames
     memory_floor: float = 0.4  # cosine similarity mapped to confidence 0 (1.0 stays 1)
+    # With the memory: I (the identifier, trained weights needed) vetoes a box whose v+ is under
+    # identity_veto while its similarity is under identity_veto_similarity (0: no veto, I not run)
+    identity_veto: float = 0.0
+    identity_veto_similarity: float = 0.8
+    # ... and while LOST it re-acquires a candidate with v+ >= identity_reacquire whose similarity
+    # to the memory is at least identity_reacquire_similarity (the memory does not reject it)
+    identity_reacquire: float = 0.9
+    identity_reacquire_similarity: float = 0.55
     alpha: float = 0.4  # s = alpha * v+ + (1 - alpha) * tau  (Eq. 9)
     beta: float = 0.8  # final score beta * s + (1 - beta) * c  (Eq. 10)
     regressor_conv_channels: int = 64
@@ -313,6 +321,8 @@ def validate(cfg: ExperimentConfig) -> None:
         (cfg.tracker.lost_confidence <= cfg.tracker.low_confidence, "tracker.lost_confidence <= low_confidence required"),
         (0.0 <= cfg.crac.memory_learning_rate <= 1.0, "crac.memory_learning_rate must be in [0, 1]"),
         (-1.0 <= cfg.crac.memory_floor < 1.0, "crac.memory_floor must be in [-1, 1)"),
+        (0.0 <= cfg.crac.identity_veto < 1.0, "crac.identity_veto must be in [0, 1)"),
+        (cfg.crac.identity_veto == 0 or cfg.crac.confidence == "memory", "crac.identity_veto needs crac.confidence memory"),
         (cfg.crac.confidence != "identifier" or (cfg.crac.refinement, cfg.crac.classifier) == ("none", "none"),
          "crac.confidence identifier needs crac.refinement none and crac.classifier none (with a classifier, "
          "its score is the confidence)"),

@@ -91,7 +91,8 @@ def untrained_stages(cfg: ExperimentConfig) -> list[str]:
         stages.append("the anchor RPN")
     if cfg.crac.refinement != "none":
         stages.append("the box regressor R")
-    if cfg.crac.classifier in ("joint", "identifier") or cfg.crac.confidence == "identifier":
+    if (cfg.crac.classifier in ("joint", "identifier") or cfg.crac.confidence == "identifier"
+            or cfg.crac.identity_veto > 0):
         stages.append("the identifier I")
     return stages
 
@@ -437,6 +438,10 @@ class Tracker:
                 t_conf = time.perf_counter()
                 best, confidence, verified_features, similarity = self._verify(phi_x, props, ref, best)
                 chosen_xyxy = ref.refined_xyxy[best] if ref is not None else props[best]
+                if ccfg.identity_veto > 0 and self._state != TrackState.LOST:
+                    identity_of_chosen = float(self.net.refine(phi_x, chosen_xyxy[None], self._template.f_init)
+                                               .identity_prob[0])
+                    confidence = self._identity_veto(confidence, float(similarity[best]), identity_of_chosen)
                 timings["confidence"] = (time.perf_counter() - t_conf) * 1e3
             elif ccfg.confidence == "identifier":  # (the config allows it only without R and a classifier)
                 # the proposals choose the box; I says whether it is the target (one RoI: ~1 ms)
@@ -477,7 +482,7 @@ class Tracker:
 
     def _verify(self, phi_x: torch.Tensor, props: torch.Tensor, ref: Any, best: int
                 ) -> tuple[int, float, torch.Tensor, np.ndarray]:
-        """The appearance memory's judgement: (chosen index, confidence, its features, similarities).
+        """The verifier's judgement: (chosen index, confidence, its features, similarities).
 
         While tracking only the box the proposals chose is verified (one RoI).  While LOST every
         proposal is, and the most similar one is the candidate: the proposal score ranks places
@@ -489,10 +494,31 @@ class Tracker:
         candidates = torch.arange(len(boxes)) if self._state == TrackState.LOST else torch.tensor([best])
         features = self.net.pool(phi_x, boxes[candidates])
         similarity[candidates] = self._memory.similarity(features).cpu()
-        pick = int(torch.argmax(similarity[candidates]))
+        confidence = self._memory.confidence(similarity[candidates])
+        if self._state == TrackState.LOST and self.cfg.crac.identity_veto > 0:
+            # I may re-acquire what the memory no longer recognises but does not reject: the target
+            # seen anew (after an occluder it comes back turned, nearer or farther, in other light;
+            # the memory learnt how it looked before).  I learnt that change offline.
+            ccfg = self.cfg.crac
+            identity = self.net.refine(phi_x, boxes[candidates], self._template.f_init).identity_prob.cpu()
+            vouched = (identity >= ccfg.identity_reacquire) & (similarity[candidates] >= ccfg.identity_reacquire_similarity)
+            confidence = torch.where(vouched, torch.maximum(confidence, identity), confidence)
+        pick = int(torch.argmax(confidence))
         best = int(candidates[pick])
-        confidence = float(self._memory.confidence(similarity[best]))
-        return best, confidence, features[pick:pick + 1], similarity.numpy()
+        return best, float(confidence[pick]), features[pick:pick + 1], similarity.numpy()
+
+    def _identity_veto(self, confidence: float, similarity: float, identity: float) -> float:
+        """I's veto over the memory: a box I calls not-the-target (v+ under ``identity_veto``) that
+        the memory finds only moderately like it (under ``identity_veto_similarity``) is doubtful,
+        whatever the memory alone says.  The memory knows this target's looks but not what else
+        looks like it; I learnt offline what tells two objects apart (on the validation frames
+        where the target is absent, I gives 0.009 median where the memory still passes a
+        neighbour in a group of people).  The confidence falls below ``low_confidence``, in
+        proportion to v+."""
+        ccfg = self.cfg.crac
+        if identity >= ccfg.identity_veto or similarity >= ccfg.identity_veto_similarity:
+            return confidence
+        return min(confidence, self.cfg.tracker.low_confidence) * identity / ccfg.identity_veto
 
     def _rank_scores(self, scores: torch.Tensor, boxes_xyxy: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
         """SiamRPN's scale/aspect-change penalty, then its cosine window: (penalized, ranked) scores.

@@ -122,7 +122,8 @@ def uses_regressor(cfg: ExperimentConfig) -> bool:
 
 
 def uses_identifier(cfg: ExperimentConfig) -> bool:
-    return cfg.crac.classifier in ("joint", "identifier") or cfg.crac.confidence == "identifier"
+    return (cfg.crac.classifier in ("joint", "identifier") or cfg.crac.confidence == "identifier"
+            or cfg.crac.identity_veto > 0)
 
 
 # ------------------------------------------------------------------------------------ keys, cache
