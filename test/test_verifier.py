@@ -109,3 +109,18 @@ def test_blank_view_is_lost_and_the_boxes_match_proposals_alone_while_the_target
     assert results[-1].state == TrackState.LOST
     assert results[-1].confidence < default_cfg.tracker.lost_confidence
     assert "confidence" in results[-1].timings and "similarity" in results[-1].details
+
+
+def test_identity_veto_by_hand(default_cfg) -> None:
+    """I's veto (identity_veto 0.03, identity_veto_similarity 0.8, low_confidence 0.5): a box I calls
+    not-the-target that the memory finds only moderately like it falls below low_confidence, in
+    proportion to v+; a box the memory is sure of, or one I does not reject, keeps its confidence."""
+    assert (default_cfg.crac.identity_veto, default_cfg.crac.identity_veto_similarity,
+            default_cfg.tracker.low_confidence) == (0.03, 0.8, 0.5)
+    tracker = Tracker(default_cfg, device="cpu")
+    veto = tracker._identity_veto
+    assert veto(0.9, 0.9, 0.01) == 0.9                          # memory sure (similarity >= 0.8)
+    assert veto(0.7, 0.75, 0.05) == 0.7                         # I does not reject (v+ >= 0.03)
+    assert veto(0.7, 0.75, 0.01) == pytest.approx(0.5 * 0.01 / 0.03)  # = 0.1667
+    assert veto(0.3, 0.58, 0.015) == pytest.approx(0.3 * 0.5)          # = 0.15
+    tracker.close()
