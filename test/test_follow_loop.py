@@ -22,11 +22,11 @@ What is asserted, and why these bounds:
   then;
 - the look-alike crossing does not take the tracker: its box stays on the car (IoU >= 0.3 with
   the true box) through the crossing and the second after;
-- after the roof the car is followed again within 2 s of its being in plain view, and the box
-  is on the car for 80 % of the frames after. The tracker alone does not find the car again
-  (its LOST search shrinks the whole image into one 255 px crop, where the car is ~20 px): the
-  simulated operator sets the target again (~/set_target) once the tracker has been LOST for 1 s
-  and the car is in plain view, and the loop must pick that up on the frame it happens.
+- after the roof the tracker finds the car again by itself (no operator sets the target again)
+  within 2 s of its being in plain view (the shipped default: at once, 2026-12-07; its LOST scan
+  searches at the tracking scale and the identifier I re-acquires the car, which comes back from
+  under the roof turned and smaller than the appearance memory last saw it), and the box is on
+  the car for 80 % of the frames after.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ CENTRE_ERROR_BOUND = 0.6
 
 def test_tracker_and_follower_keep_the_car_in_view_at_10hz(rclpy_init, shared_sequences_dir, tmp_path) -> None:
     loop = FollowLoop(load_scene(shared_sequences_dir), 10.0, tmp_path, tracker_params={"num_threads": 1},
-                      redesignate_after_s=1.0)
+                      redesignate_after_s=None)
     try:
         result = loop.run()
     finally:
@@ -78,7 +78,8 @@ def test_tracker_and_follower_keep_the_car_in_view_at_10hz(rclpy_init, shared_se
     off = [f.t for f in crossing if iou_xywh(f.box, f.truth_box) < 0.3]
     assert not off, f"the tracker's box left the car during the look-alike crossing at t = {off}"
 
-    # after the roof: followed again soon after the car is in plain view, and on the car
+    # after the roof: found again by the tracker itself soon after the car is in plain view, and on the car
+    assert math.isfinite(stats["reacquired_by_tracker_after_s"]) and stats["reacquired_by_tracker_after_s"] <= 2.0, stats
     assert math.isfinite(stats["following_again_after_s"]) and stats["following_again_after_s"] <= 2.0, stats
     after = [f for f in frames if f.t > hidden_end + stats["following_again_after_s"]]
     on_car = [iou_xywh(f.box, f.truth_box) >= 0.3 for f in after]
