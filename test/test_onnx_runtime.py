@@ -25,7 +25,8 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from cract_core.runtime import OnnxRuntimeNet, RuntimeUnavailableError  # noqa: E402
-from cract_core.runtime.export import export_graphs, graphs_key, main as export_main, read_manifest  # noqa: E402
+from cract_core.runtime.export import (export_graphs, graphs_key, main as export_main, read_manifest,  # noqa: E402
+                                       uses_identifier, uses_regressor)
 from cract_core.runtime.ort import choose_providers, make_session  # noqa: E402
 
 CASCADE = REPO_ROOT / "config" / "model" / "cract_nanotrack_cascade.yaml"
@@ -90,8 +91,10 @@ def test_exported_graphs_match_torch_on_real_crops(cfg_path, shared_sequence, tm
     net = torch_net(cfg)
     out = tmp_path / "export"
     manifest = export_graphs(cfg, net, out)
-    expected = ["template", "search"] + (["regressor", "identifier"] if cfg_path else [])
+    expected = ["template", "search"] + (["regressor"] if uses_regressor(cfg) else []) + (
+        ["identifier"] if uses_identifier(cfg) else [])
     assert manifest["graphs"] == expected
+    assert not cfg_path or expected[2:] == ["regressor", "identifier"]
     z, x, box_z = real_crops(shared_sequence("uav_boat5"))
 
     def session(name: str):
@@ -149,7 +152,9 @@ def test_export_metadata_names_config_weights_and_normalisation(tmp_path):
 def test_cract_export_command_writes_a_folder(tmp_path, capsys):
     out = tmp_path / "cli"
     assert export_main(["--config", "cract_nanotrack.yaml", "--out", str(out)]) == 0
-    assert {p.name for p in out.iterdir()} == {"template.onnx", "search.onnx", "manifest.json"}
+    graphs = read_manifest(out)["graphs"]
+    assert graphs[:2] == ["template", "search"]
+    assert {p.name for p in out.iterdir()} == {f"{g}.onnx" for g in graphs} | {"manifest.json"}
     assert str(out) in capsys.readouterr().out
 
 
@@ -344,8 +349,9 @@ def test_cache_key_ignores_what_the_graphs_do_not_hold():
     key = graphs_key(cfg, net)
     other = config()
     other.crac.alpha, other.crac.beta, other.rpn.nms_iou = 0.1, 0.2, 0.3
+    assert not uses_regressor(cfg)  # the default runs no R: its (untrained) weights are not in a graph
     with torch.no_grad():
-        for p in net.identifier.parameters():
+        for p in net.regressor.parameters():
             p.add_(1.0)
     assert graphs_key(other, net) == key
 
