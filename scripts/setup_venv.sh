@@ -26,6 +26,13 @@ quiet() { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
 echo ">>> pip install -r requirements.txt"
 "$V/bin/python" -m pip install --disable-pip-version-check -q -r requirements.txt 2>&1 | quiet
+# vot-toolkit depends on opencv-python, whose cv2 replaces the contrib build's when pip installs it
+# after (an existing venv gaining vot-toolkit): the baselines' CSRT / KCF / MIL would be gone.
+if ! "$V/bin/python" -c 'import cv2; cv2.TrackerCSRT.create' 2>/dev/null; then
+    echo ">>> cv2 lacks the contrib trackers: reinstalling opencv-contrib-python-headless over opencv-python"
+    OPENCV_CONTRIB=$(grep -E '^opencv-contrib-python-headless==' requirements.txt | cut -d' ' -f1)
+    "$V/bin/python" -m pip install --disable-pip-version-check -q --force-reinstall --no-deps "$OPENCV_CONTRIB" 2>&1 | quiet
+fi
 
 echo ">>> fixing /opt/python include paths in the ROS wheels' CMake files"
 PYINC=$("$V/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
