@@ -163,6 +163,12 @@ class CRACTNet(nn.Module):
         scores = F.softmax(cls.reshape(b, 2, -1), dim=1)[:, 1]
         return scores, decode_anchor_offsets(loc, self.anchors, OFFSET_STD)
 
+    @torch.no_grad()
+    def identify(self, features: torch.Tensor, f_init: torch.Tensor) -> torch.Tensor:
+        """I's v+ (K,) on features already pooled (K, P, S, S): for a caller that pooled the boxes
+        itself (the appearance memory), so the same RoIs are not pooled twice a frame."""
+        return F.softmax(self.identifier(features, f_init), dim=1)[:, 1]
+
     def refine(
         self, phi_x: torch.Tensor, boxes_xyxy: torch.Tensor, f_init: torch.Tensor, batch_index: torch.Tensor | int = 0,
         identify: bool = True,

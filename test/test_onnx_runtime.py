@@ -124,6 +124,11 @@ def test_exported_graphs_match_torch_on_real_crops(cfg_path, shared_sequence, tm
             np.testing.assert_allclose(offsets, ref.offsets.numpy(), atol=1e-4, rtol=0)
             (identity,) = session("identifier").run(None, {"features": ref.features.numpy(), "f_init": f_init.numpy()})
             np.testing.assert_allclose(identity, ref.identity_prob.numpy(), atol=1e-4, rtol=0)
+            # identify() on features the caller pooled: the same v+ on both runtimes
+            ort_net = OnnxRuntimeNet(net, cfg, out, 1, ["CPUExecutionProvider"])
+            np.testing.assert_allclose(ort_net.identify(ref.features, f_init).numpy(), ref.identity_prob.numpy(),
+                                       atol=1e-4, rtol=0)
+            np.testing.assert_allclose(net.identify(ref.features, f_init).numpy(), ref.identity_prob.numpy(), atol=1e-6)
             # K is dynamic: one RoI (confidence: identifier) runs the same graph
             (one,) = session("identifier").run(None, {"features": ref.features[:1].numpy(), "f_init": f_init.numpy()})
             np.testing.assert_allclose(one, identity[:1], atol=1e-5, rtol=0)

@@ -197,6 +197,12 @@ class OnnxRuntimeNet(nn.Module):
         return self.torch_net.pool(features, boxes_xyxy, batch_index)
 
     @torch.no_grad()
+    def identify(self, features: torch.Tensor, f_init: torch.Tensor) -> torch.Tensor:
+        """CRACTNet.identify on the identifier graph (features pooled by the caller)."""
+        (v,) = self.sessions["identifier"].run(None, {"features": self._numpy(features), "f_init": self._numpy(f_init)})
+        return self._tensor(v)
+
+    @torch.no_grad()
     def refine(self, phi_x: torch.Tensor, boxes_xyxy: torch.Tensor, f_init: torch.Tensor,
                batch_index: torch.Tensor | int = 0, identify: bool = True) -> Any:
         """CRACTNet.refine with R and I on ONNX Runtime (the pooling stays in torch)."""
