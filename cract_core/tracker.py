@@ -439,8 +439,8 @@ class Tracker:
                 best, confidence, verified_features, similarity = self._verify(phi_x, props, ref, best)
                 chosen_xyxy = ref.refined_xyxy[best] if ref is not None else props[best]
                 if ccfg.identity_veto > 0 and self._state != TrackState.LOST:
-                    identity_of_chosen = float(self.net.refine(phi_x, chosen_xyxy[None], self._template.f_init)
-                                               .identity_prob[0])
+                    # I on the features the memory just pooled for this box (not pooled twice)
+                    identity_of_chosen = float(self.net.identify(verified_features, self._template.f_init)[0])
                     confidence = self._identity_veto(confidence, float(similarity[best]), identity_of_chosen)
                 timings["confidence"] = (time.perf_counter() - t_conf) * 1e3
             elif ccfg.confidence == "identifier":  # (the config allows it only without R and a classifier)
@@ -500,7 +500,7 @@ class Tracker:
             # seen anew (after an occluder it comes back turned, nearer or farther, in other light;
             # the memory learnt how it looked before).  I learnt that change offline.
             ccfg = self.cfg.crac
-            identity = self.net.refine(phi_x, boxes[candidates], self._template.f_init).identity_prob.cpu()
+            identity = self.net.identify(features, self._template.f_init).cpu()
             vouched = (identity >= ccfg.identity_reacquire) & (similarity[candidates] >= ccfg.identity_reacquire_similarity)
             confidence = torch.where(vouched, torch.maximum(confidence, identity), confidence)
         pick = int(torch.argmax(confidence))
@@ -527,9 +527,9 @@ class Tracker:
         probability times the penalty alone (what the confidence is made of).
         """
         tcfg = self.cfg.tracker
-        b = geometry.xyxy_to_cxcywh(boxes_xyxy).cpu().numpy()
-        w = np.maximum(b[:, 2], 1e-3)
-        h = np.maximum(b[:, 3], 1e-3)
+        b = boxes_xyxy.cpu().numpy()  # (a view on the CPU: the sizes in numpy, no torch ops on 225 boxes)
+        w = np.maximum(b[:, 2] - b[:, 0], 1e-3)
+        h = np.maximum(b[:, 3] - b[:, 1], 1e-3)
         tw, th = self._size * scale
         s_c = _change(geometry.context_size(w, h, tcfg.context_amount) / geometry.context_size(tw, th, tcfg.context_amount))
         r_c = _change((tw / th) / (w / h))

@@ -23,6 +23,8 @@ def build_tracker(settings: dict) -> Any:
 
     if settings.get("num_threads", 0) > 0:
         torch.set_num_threads(int(settings["num_threads"]))
+        # the crop's warp too: OpenCV's own pool would take the cores the network was given
+        cv2.setNumThreads(int(settings["num_threads"]))
     cfg = load_config(settings.get("model_config") or default_config_path())
     cfg.crac.alpha = float(settings["alpha"])
     cfg.crac.beta = float(settings["beta"])
