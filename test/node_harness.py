@@ -74,6 +74,14 @@ class ProcessUnderTest:
             if value:
                 return value
             if self.proc.poll() is not None:
+                # what the node sent before it ended may still be on its way (its last IDLE, say):
+                # take in what arrives for a second before calling the wait failed
+                drain_end = min(deadline, time.monotonic() + 1.0)
+                while time.monotonic() < drain_end:
+                    self.executor.spin_once(timeout_sec=0.05)
+                    value = predicate()
+                    if value:
+                        return value
                 pytest.fail(f"node exited with {self.proc.returncode} while waiting for {what}:\n{self.log_text()[-4000:]}")
             self.executor.spin_once(timeout_sec=0.05)
         value = predicate()
