@@ -438,8 +438,10 @@ class Tracker:
                 t_conf = time.perf_counter()
                 best, confidence, verified_features, similarity = self._verify(phi_x, props, ref, best)
                 chosen_xyxy = ref.refined_xyxy[best] if ref is not None else props[best]
-                if ccfg.identity_veto > 0 and self._state != TrackState.LOST:
-                    # I on the features the memory just pooled for this box (not pooled twice)
+                if (ccfg.identity_veto > 0 and self._state != TrackState.LOST
+                        and similarity[best] < ccfg.identity_veto_similarity):
+                    # I on the features the memory just pooled for this box (not pooled twice); only
+                    # where it can veto: most frames are above the similarity that rules a veto out
                     identity_of_chosen = float(self.net.identify(verified_features, self._template.f_init)[0])
                     confidence = self._identity_veto(confidence, float(similarity[best]), identity_of_chosen)
                 timings["confidence"] = (time.perf_counter() - t_conf) * 1e3
