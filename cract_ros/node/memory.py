@@ -8,6 +8,7 @@ import ctypes.util
 import gc
 import os
 import sys
+from pathlib import Path
 from typing import Any, Optional
 
 
@@ -39,7 +40,8 @@ def cuda_allocated_mib() -> Optional[float]:
 
 
 def model_tensor_mib(tracker: Any) -> float:
-    """Bytes of the weights and buffers of the torch modules a tracker holds, in MiB."""
+    """Bytes of the weights a tracker holds, in MiB: its torch modules' weights and buffers, and on
+    ONNX Runtime the graphs its sessions loaded (their initializers are a second copy of the weights)."""
     torch = sys.modules.get("torch")
     if torch is None:
         return float("nan")
@@ -48,6 +50,10 @@ def model_tensor_mib(tracker: Any) -> float:
         if isinstance(value, torch.nn.Module):
             for t in (*value.parameters(), *value.buffers()):
                 total += t.numel() * t.element_size()
+            folder, sessions = getattr(value, "folder", None), getattr(value, "sessions", None)
+            if folder is not None and sessions:
+                total += sum((Path(folder) / f"{name}.onnx").stat().st_size for name in sessions
+                             if (Path(folder) / f"{name}.onnx").is_file())
     return total / 2**20
 
 
