@@ -306,6 +306,18 @@ def to_dict(cfg: ExperimentConfig) -> dict:
     return d
 
 
+def uses_regressor(cfg: ExperimentConfig) -> bool:
+    """Whether a config runs the box regressor R (trained weights; a graph of its own on ONNX Runtime)."""
+    return cfg.crac.refinement != "none"
+
+
+def uses_identifier(cfg: ExperimentConfig) -> bool:
+    """Whether a config runs the identifier I: as (part of) the classifier, as the confidence, or as
+    the appearance memory's veto and re-acquisition judge."""
+    return (cfg.crac.classifier in ("joint", "identifier") or cfg.crac.confidence == "identifier"
+            or cfg.crac.identity_veto > 0)
+
+
 def validate(cfg: ExperimentConfig) -> None:
     """Range checks that types alone cannot express."""
     checks = [

@@ -26,7 +26,8 @@ import torch
 
 from . import geometry
 from .checkpoint import load_checkpoint
-from .config import ExperimentConfig, ConfigError, config_root, default_config_path, load_config, validate
+from .config import (ExperimentConfig, ConfigError, config_root, default_config_path, load_config, uses_identifier,
+                     uses_regressor, validate)
 from .errors import CheckpointError, InvalidInputError, NotInitializedError
 from .geometry import InvalidBoxError
 from .model import CRACTNet, TemplateState
@@ -89,10 +90,9 @@ def untrained_stages(cfg: ExperimentConfig) -> list[str]:
     stages = []
     if cfg.rpn.type == "anchor":
         stages.append("the anchor RPN")
-    if cfg.crac.refinement != "none":
+    if uses_regressor(cfg):
         stages.append("the box regressor R")
-    if (cfg.crac.classifier in ("joint", "identifier") or cfg.crac.confidence == "identifier"
-            or cfg.crac.identity_veto > 0):
+    if uses_identifier(cfg):
         stages.append("the identifier I")
     return stages
 

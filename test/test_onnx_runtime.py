@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from cract_core import geometry
-from cract_core.config import ConfigError, config_from_dict, default_config_path, load_config, to_dict
+from cract_core.config import (ConfigError, config_from_dict, default_config_path, load_config, to_dict, uses_identifier,
+                               uses_regressor)
 from cract_core.tracker import Tracker
 
 from conftest import REPO_ROOT, in_ci
@@ -25,8 +26,7 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from cract_core.runtime import OnnxRuntimeNet, RuntimeUnavailableError  # noqa: E402
-from cract_core.runtime.export import (export_graphs, graphs_key, main as export_main, read_manifest,  # noqa: E402
-                                       uses_identifier, uses_regressor)
+from cract_core.runtime.export import export_graphs, graphs_key, main as export_main, read_manifest  # noqa: E402
 from cract_core.runtime.ort import choose_providers, make_session  # noqa: E402
 
 CASCADE = REPO_ROOT / "config" / "model" / "cract_nanotrack_cascade.yaml"

@@ -39,7 +39,7 @@ import torch
 import torch.nn as nn
 
 from ..backbone import nanotrack_weights_path
-from ..config import ExperimentConfig, default_config_path, load_config
+from ..config import ExperimentConfig, default_config_path, load_config, uses_identifier, uses_regressor
 
 log = logging.getLogger(__name__)
 
@@ -115,15 +115,6 @@ class IdentifierGraph(nn.Module):
 
     def forward(self, features: torch.Tensor, f_init: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return torch.softmax(self.net.identifier(features, f_init), dim=1)[:, 1]
-
-
-def uses_regressor(cfg: ExperimentConfig) -> bool:
-    return cfg.crac.refinement != "none"
-
-
-def uses_identifier(cfg: ExperimentConfig) -> bool:
-    return (cfg.crac.classifier in ("joint", "identifier") or cfg.crac.confidence == "identifier"
-            or cfg.crac.identity_veto > 0)
 
 
 # ------------------------------------------------------------------------------------ keys, cache
