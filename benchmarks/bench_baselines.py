@@ -26,14 +26,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cract_core.eval import cli  # noqa: E402
+from cract_core.eval import trackers as trk  # noqa: E402
 
-SHARED_MODELS = ROOT.parent / "shared" / "models"
-# cract-eval's flags for the baselines' model files and where ../shared/models keeps them
-BASELINE_MODEL_FILES = {
-    "--nanotrack-backbone": SHARED_MODELS / "nanotrack_v2" / "nanotrack_backbone_sim_v2.onnx",
-    "--nanotrack-neckhead": SHARED_MODELS / "nanotrack_v2" / "nanotrack_head_sim_v2.onnx",
-    "--vittrack-model": SHARED_MODELS / "vittrack" / "vitTracker.onnx",
-}
+# cract-eval's flags for the baselines' model files and their files in the shared models folder
+# (cract_core.eval.trackers keeps the one table)
+BASELINE_MODEL_FILES = {"--" + option.replace("_", "-"): trk.shared_models_dir() / file
+                        for option, file in trk.BASELINE_MODEL_FILES.items()}
 LABELS = {"cract": "cract (shipped default)", "csrt": "OpenCV CSRT", "nanotrack": "OpenCV NanoTrack V2",
           "vittrack": "OpenCV VitTrack"}
 BEGIN, END = "<!-- validation-table:begin -->", "<!-- validation-table:end -->"

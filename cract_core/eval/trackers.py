@@ -29,6 +29,7 @@ OpenCV >= 4.5.1), ``nanotrack`` (``cv2.TrackerNano`` with its two ONNX files: Na
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol, Union
 
@@ -38,6 +39,25 @@ import numpy as np
 from cract_core import geometry
 
 UpdateResult = Union[np.ndarray, tuple[np.ndarray, Optional[float]]]
+
+# The authors' model files of the DNN baselines: option of make_nanotrack / make_vittrack -> the file
+# relative to the shared models folder (cract-eval's --nanotrack-backbone etc., cract-trax's
+# --baseline, benchmarks/bench_baselines.py all default to these).
+ENV_SHARED_MODELS = "CRACT_SHARED_MODELS"
+BASELINE_MODEL_FILES = {
+    "nanotrack_backbone": "nanotrack_v2/nanotrack_backbone_sim_v2.onnx",
+    "nanotrack_neckhead": "nanotrack_v2/nanotrack_head_sim_v2.onnx",
+    "vittrack_model": "vittrack/vitTracker.onnx",
+}
+
+
+def shared_models_dir() -> Path:
+    """$CRACT_SHARED_MODELS, else ../shared/models next to the project root."""
+    from cract_core.config import project_root
+
+    env = os.environ.get(ENV_SHARED_MODELS)
+    return Path(env).expanduser() if env else project_root().parent / "shared" / "models"
+
 
 # The OpenCV DNN trackers (NanoTrack, VitTrack) do not say "lost" themselves: a tracking score
 # below this counts as not tracking (VitTrack's own sample draws its box only above 0.3-0.5;

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,19 +33,12 @@ from typing import Any, Callable, Optional, Protocol, Sequence as Seq
 
 import numpy as np
 
+from cract_core.eval.trackers import BASELINE_MODEL_FILES, ENV_SHARED_MODELS, shared_models_dir
 from cract_core.vot import EXIT_MISSING_EXTRA, TRAX_REQUIREMENT, install_hint
 
 PROG = "cract-trax"
 # Registered baselines of cract_core.eval.trackers that can sit behind the server.
 BASELINES = ("nanotrack", "vittrack", "csrt", "kcf", "mil")
-ENV_SHARED_MODELS = "CRACT_SHARED_MODELS"
-# The authors' model files of the baselines, relative to the shared models folder (the same files
-# benchmarks/bench_baselines.py hands cract-eval).
-BASELINE_MODEL_FILES = {
-    "nanotrack_backbone": "nanotrack_v2/nanotrack_backbone_sim_v2.onnx",
-    "nanotrack_neckhead": "nanotrack_v2/nanotrack_head_sim_v2.onnx",
-    "vittrack_model": "vittrack/vitTracker.onnx",
-}
 
 
 class RequestError(Exception):
@@ -112,14 +104,6 @@ class BaselineFrameTracker:
         close = getattr(self._tracker, "close", None)
         if callable(close):
             close()
-
-
-def shared_models_dir() -> Path:
-    """$CRACT_SHARED_MODELS, else ../shared/models next to the project root."""
-    from cract_core.config import project_root
-
-    env = os.environ.get(ENV_SHARED_MODELS)
-    return Path(env).expanduser() if env else project_root().parent / "shared" / "models"
 
 
 def baseline_options(args: argparse.Namespace) -> dict[str, str]:
