@@ -186,7 +186,7 @@ class CRACTNet(nn.Module):
             features = self.pool(phi_x, refined, batch_index)
         else:
             features = f
-        identity = F.softmax(self.identifier(features, f_init_k), dim=1)[:, 1] if identify else features.new_zeros(0)
+        identity = self.identify(features, f_init_k) if identify else features.new_zeros(0)
         return Refinement(offsets, refined, features, identity)
 
     # ------------------------------------------------------------------ inference (one target)

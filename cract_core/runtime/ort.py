@@ -212,20 +212,15 @@ class OnnxRuntimeNet(nn.Module):
             return self.torch_net.refine(phi_x, boxes_xyxy, f_init, batch_index, identify)
         crac = self.cfg.crac
         f = self.pool(phi_x, boxes_xyxy)
-        f_init_np = self._numpy(f_init)
         if crac.refinement == "none":
             offsets = boxes_xyxy.new_zeros(boxes_xyxy.shape)
             refined = boxes_xyxy
         else:
-            (off,) = self.sessions["regressor"].run(None, {"features": self._numpy(f), "f_init": f_init_np})
+            (off,) = self.sessions["regressor"].run(None, {"features": self._numpy(f), "f_init": self._numpy(f_init)})
             offsets = self._tensor(off)
             refined = geometry.decode_offsets(boxes_xyxy, offsets, fmt="xyxy")
         features = self.pool(phi_x, refined) if crac.refinement == "cascade" else f
-        if identify:
-            (v,) = self.sessions["identifier"].run(None, {"features": self._numpy(features), "f_init": f_init_np})
-            identity = self._tensor(v)
-        else:
-            identity = features.new_zeros(0)
+        identity = self.identify(features, f_init) if identify else features.new_zeros(0)
         return Refinement(offsets, refined, features, identity)
 
 
