@@ -93,6 +93,7 @@ from cract_core.datasets.splits import (
     VALIDATION4,
     DataLocations,
     SplitMember,
+    load_named_sequences,
     load_split,
     read_manifest,
     split_dataset,
@@ -108,6 +109,6 @@ __all__ = [
     "make_dataset", "polygon_to_box",
     "DatasetError", "FramePattern", "MissingDataError", "Sequence", "TrackingDataset", "category_from_name",
     "list_images", "read_boxes", "read_flags",
-    "ENV_EXTRA_DATA", "ENV_SHARED_DATA", "SPLITS", "VALIDATION4", "DataLocations", "SplitMember", "load_split",
+    "ENV_EXTRA_DATA", "ENV_SHARED_DATA", "SPLITS", "VALIDATION4", "DataLocations", "SplitMember", "load_named_sequences", "load_split",
     "read_manifest", "split_dataset", "split_from_spec", "split_members", "split_names",
 ]

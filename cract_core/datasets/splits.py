@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from cract_core.config import project_root
-from cract_core.datasets.formats import Names, load_folder_sequence, named_dataset
+from cract_core.datasets.formats import Names, detect_benchmark, load_folder_sequence, load_sequences, named_dataset
 from cract_core.datasets.sequence import (
     DatasetError,
     MissingDataError,
@@ -247,3 +247,17 @@ def load_split(split: str, locations: DataLocations, only: Names = None, exclude
 def split_dataset(split: str, locations: DataLocations, only: Names = None, exclude: Names = None) -> TrackingDataset:
     """``load_split`` as a training dataset named ``@<split>``."""
     return named_dataset(f"@{split}", load_split(split, locations, only, exclude), "split", str(locations.extra))
+
+
+def load_named_sequences(spec: str, extra: Optional[PathLike] = None, benchmark: Optional[str] = None,
+                         only: Names = None) -> tuple[list[Sequence], str]:
+    """What a command's ``--sequences`` names: a split (``@validation``; its extra sequences from
+    ``extra``, else the documented defaults) or a benchmark folder (``benchmark``, else detected).
+    Returns (sequences, benchmark); a folder that does not exist is a MissingDataError."""
+    split = split_from_spec(spec)
+    if split is not None:
+        return load_split(split, DataLocations.resolve(extra), only), "folder"
+    if not Path(spec).exists():
+        raise MissingDataError(f"sequences folder {spec} does not exist")
+    benchmark = benchmark or detect_benchmark(spec)
+    return load_sequences(spec, benchmark, only), benchmark

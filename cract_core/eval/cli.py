@@ -108,18 +108,10 @@ def main(argv: Optional[Seq[str]] = None) -> int:
         return _fail(f"--eao-interval must be LOW,HIGH, got {args.eao_interval!r}")
 
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    if datasets.split_from_spec(args.sequences) is not None and args.benchmark not in (None, "folder"):
+        return _fail(f"--sequences {args.sequences} is a split of folder sequences, not {args.benchmark}")
     try:
-        split = datasets.split_from_spec(args.sequences)
-        if split is not None:
-            if args.benchmark not in (None, "folder"):
-                return _fail(f"--sequences {args.sequences} is a split of folder sequences, not {args.benchmark}")
-            benchmark = "folder"
-            seqs = datasets.load_split(split, datasets.DataLocations.resolve(args.extra_data), only)
-        else:
-            if not Path(args.sequences).exists():
-                return _fail(f"sequences folder {args.sequences} does not exist")
-            benchmark = args.benchmark or datasets.detect_benchmark(args.sequences)
-            seqs = datasets.load_sequences(args.sequences, benchmark, only)
+        seqs, benchmark = datasets.load_named_sequences(args.sequences, args.extra_data, args.benchmark, only)
     except (OSError, ValueError) as exc:
         return _fail(str(exc))
     seqs = [s.head(args.max_frames) for s in seqs]

@@ -238,14 +238,7 @@ def load_sequences(args: argparse.Namespace) -> list:
     from cract_core.eval import absence
 
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
-    split = datasets.split_from_spec(args.sequences)
-    if split is not None:
-        seqs = datasets.load_split(split, datasets.DataLocations.resolve(args.extra_data), only)
-    else:
-        if not Path(args.sequences).exists():
-            raise datasets.MissingDataError(f"sequences folder {args.sequences} does not exist")
-        benchmark = args.benchmark or datasets.detect_benchmark(args.sequences)
-        seqs = datasets.load_sequences(args.sequences, benchmark, only)
+    seqs, _ = datasets.load_named_sequences(args.sequences, args.extra_data, args.benchmark, only)
     seqs = [s.head(args.max_frames) for s in seqs]
     out = []
     if args.protocol in ("ope", "both"):
