@@ -90,6 +90,12 @@ class CRACConfig:
     # to the memory is at least identity_reacquire_similarity (the memory does not reject it)
     identity_reacquire: float = 0.9
     identity_reacquire_similarity: float = 0.55
+    # ... and I doubts the box it has called not-the-target (v+ < identity_doubt) on
+    # identity_doubt_frames frames in a row, whatever the memory says: LOW_CONFIDENCE while the box
+    # goes on following the proposals (a look-alike fools the memory, not I: 0: off, I run only
+    # where the veto needs it)
+    identity_doubt: float = 0.0
+    identity_doubt_frames: int = 3
     alpha: float = 0.4  # s = alpha * v+ + (1 - alpha) * tau  (Eq. 9)
     beta: float = 0.8  # final score beta * s + (1 - beta) * c  (Eq. 10)
     regressor_conv_channels: int = 64
@@ -335,6 +341,10 @@ def validate(cfg: ExperimentConfig) -> None:
         (-1.0 <= cfg.crac.memory_floor < 1.0, "crac.memory_floor must be in [-1, 1)"),
         (0.0 <= cfg.crac.identity_veto < 1.0, "crac.identity_veto must be in [0, 1)"),
         (cfg.crac.identity_veto == 0 or cfg.crac.confidence == "memory", "crac.identity_veto needs crac.confidence memory"),
+        (0.0 <= cfg.crac.identity_doubt < 1.0, "crac.identity_doubt must be in [0, 1)"),
+        (cfg.crac.identity_doubt == 0 or cfg.crac.identity_veto > 0,
+         "crac.identity_doubt needs crac.identity_veto (I judging with the memory)"),
+        (cfg.crac.identity_doubt_frames >= 1, "crac.identity_doubt_frames must be >= 1"),
         (cfg.crac.confidence != "identifier" or (cfg.crac.refinement, cfg.crac.classifier) == ("none", "none"),
          "crac.confidence identifier needs crac.refinement none and crac.classifier none (with a classifier, "
          "its score is the confidence)"),

@@ -32,7 +32,7 @@ from .errors import CheckpointError, InvalidInputError, NotInitializedError
 from .geometry import InvalidBoxError
 from .model import CRACTNet, TemplateState
 from .online import OnlineLearner, sample_boxes
-from .verifier import AppearanceMemory
+from .verifier import AppearanceMemory, IdentityDoubt
 from .rpn import select_proposals
 
 log = logging.getLogger(__name__)
@@ -205,6 +205,7 @@ class Tracker:
         self._frame_index = -1
         self._state = TrackState.IDLE
         self._low_count = 0
+        self._doubt = IdentityDoubt(self.cfg.crac.identity_doubt, self.cfg.crac.identity_doubt_frames)
         self._lost_growth = 1.0
         self._lost_frames = 0
         self._pad = None
@@ -439,11 +440,13 @@ class Tracker:
                 best, confidence, verified_features, similarity = self._verify(phi_x, props, ref, best)
                 chosen_xyxy = ref.refined_xyxy[best] if ref is not None else props[best]
                 if (ccfg.identity_veto > 0 and self._state != TrackState.LOST
-                        and similarity[best] < ccfg.identity_veto_similarity):
+                        and (similarity[best] < ccfg.identity_veto_similarity or ccfg.identity_doubt > 0)):
                     # I on the features the memory just pooled for this box (not pooled twice); only
-                    # where it can veto: most frames are above the similarity that rules a veto out
+                    # where it can judge: without the doubt, most frames are above the similarity
+                    # that rules a veto out
                     identity_of_chosen = float(self.net.identify(verified_features, self._template.f_init)[0])
                     confidence = self._identity_veto(confidence, float(similarity[best]), identity_of_chosen)
+                    self._doubt.observe(identity_of_chosen)
                 timings["confidence"] = (time.perf_counter() - t_conf) * 1e3
             elif ccfg.confidence == "identifier":  # (the config allows it only without R and a classifier)
                 # the proposals choose the box; I says whether it is the target (one RoI: ~1 ms)
@@ -465,6 +468,16 @@ class Tracker:
             self._last_good = (self._center.copy(), self._size.copy())
             if verified_features is not None:
                 self._memory.update(verified_features)
+        if self._state == TrackState.LOST:
+            self._doubt.reset()
+        elif self._doubt.doubted:
+            # I has called the box not-the-target for frames in a row while the memory still finds
+            # it like the target: a look-alike (the next person in a group, the same car model) in
+            # the target's place.  What is reported says so; the box, the memory and LOST stay the
+            # memory's (I also doubts the target itself when it is small or half hidden: holding
+            # the memory back then lost a car in a long doubt on validation, -0.01 AUC).
+            self._state = TrackState.LOW_CONFIDENCE
+            confidence = self._doubt.confidence(confidence, identity_of_chosen, tcfg.low_confidence)
         box = self.current_box((w_img, h_img))
 
         updated = False
@@ -505,6 +518,9 @@ class Tracker:
             identity = self.net.identify(features, self._template.f_init).cpu()
             vouched = (identity >= ccfg.identity_reacquire) & (similarity[candidates] >= ccfg.identity_reacquire_similarity)
             confidence = torch.where(vouched, torch.maximum(confidence, identity), confidence)
+            # ... and never re-acquires what I calls not-the-target: the look-alike the memory
+            # would take back at once, to be doubted again three frames later
+            confidence = self._doubt.gate(confidence, identity)
         pick = int(torch.argmax(confidence))
         best = int(candidates[pick])
         return best, float(confidence[pick]), features[pick:pick + 1], similarity.numpy()

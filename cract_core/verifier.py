@@ -49,3 +49,49 @@ class AppearanceMemory:
         """Blend one verified box's features (1 x ...) into the prototype."""
         flat = features.reshape(1, -1).float().to(self.prototype.device)
         self.prototype.mul_(1.0 - self.learning_rate).add_(flat, alpha=self.learning_rate)
+
+
+class IdentityDoubt:
+    """I's running verdict on the box the tracker follows: doubted once I has called it
+    not-the-target (v+ under ``threshold``) on ``frames`` frames in a row.
+
+    The memory compares the box with this target's own looks, so a look-alike in the target's place
+    (the next person of a group, the same car model) passes it; I was trained offline to tell two
+    objects of one kind apart.  A single low v+ is no verdict (I also dips when the target is small
+    or half hidden for a frame), a streak is.  On the validation split, along the default's own
+    trajectory, v+ was under 0.05 on 3.9 % of the frames with the target in the box and on 75 % of
+    the absent frames the memory still reported TRACKING.
+    """
+
+    def __init__(self, threshold: float, frames: int) -> None:
+        if not 0.0 <= threshold < 1.0:
+            raise InvalidInputError(f"identity doubt threshold must be in [0, 1), got {threshold}")
+        if frames < 1:
+            raise InvalidInputError(f"identity doubt needs at least 1 frame, got {frames}")
+        self.threshold = threshold
+        self.frames = frames
+        self.streak = 0
+
+    def observe(self, identity: float) -> bool:
+        """Count one frame's v+ of the chosen box; True while the streak is long enough."""
+        self.streak = self.streak + 1 if identity < self.threshold else 0
+        return self.doubted
+
+    @property
+    def doubted(self) -> bool:
+        return self.threshold > 0 and self.streak >= self.frames
+
+    def reset(self) -> None:
+        self.streak = 0
+
+    def confidence(self, confidence: float, identity: float, ceiling: float) -> float:
+        """The reported confidence of a doubted box: under ``ceiling`` (the low threshold), in
+        proportion to v+ (so it ranks below every box I does not doubt)."""
+        return min(confidence, ceiling) * identity / self.threshold
+
+    def gate(self, confidence: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+        """Candidates' confidences while LOST: one I calls not-the-target cannot be re-acquired
+        (its confidence falls to its v+, under any found threshold the config allows)."""
+        if self.threshold <= 0:
+            return confidence
+        return torch.where(identity < self.threshold, torch.minimum(confidence, identity), confidence)

@@ -106,6 +106,11 @@ def test_range_checks() -> None:
         config_from_dict({"crac": {"alpha": 1.5}})
     with pytest.raises(ConfigError, match="rpn.num_proposals"):
         config_from_dict({"rpn": {"num_proposals": 0}})
+    with pytest.raises(ConfigError, match="crac.identity_doubt needs crac.identity_veto"):
+        config_from_dict({"crac": {"confidence": "memory", "identity_doubt": 0.05}})
+    with pytest.raises(ConfigError, match="crac.identity_doubt_frames"):
+        config_from_dict({"crac": {"confidence": "memory", "identity_veto": 0.03, "identity_doubt": 0.05,
+                                   "identity_doubt_frames": 0}})
 
 
 def test_missing_file_and_non_mapping(tmp_path: Path) -> None:

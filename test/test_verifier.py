@@ -13,7 +13,7 @@ from cract_core.config import default_config_path, load_config
 from cract_core.errors import InvalidInputError
 from cract_core.eval.metrics import frame_iou
 from cract_core.tracker import Tracker, TrackState
-from cract_core.verifier import AppearanceMemory
+from cract_core.verifier import AppearanceMemory, IdentityDoubt
 from conftest import load_sequence
 
 torch.set_num_threads(1)
@@ -124,3 +124,28 @@ def test_identity_veto_by_hand(default_cfg) -> None:
     assert veto(0.7, 0.75, 0.01) == pytest.approx(0.5 * 0.01 / 0.03)  # = 0.1667
     assert veto(0.3, 0.58, 0.015) == pytest.approx(0.3 * 0.5)          # = 0.15
     tracker.close()
+
+
+def test_identity_doubt_by_hand() -> None:
+    """Doubted from the third v+ under 0.05 in a row; one frame at or over it ends the streak; the
+    doubted confidence is min(confidence, 0.5) * v+ / 0.05; while LOST a candidate with v+ under
+    0.05 keeps at most its v+ as confidence, the others keep theirs."""
+    doubt = IdentityDoubt(threshold=0.05, frames=3)
+    verdicts = [doubt.observe(v) for v in (0.01, 0.04, 0.02, 0.0, 0.05, 0.01, 0.9, 0.01, 0.01)]
+    assert verdicts == [False, False, True, True, False, False, False, False, False]
+    assert doubt.streak == 2
+    doubt.observe(0.03)
+    assert doubt.doubted
+    doubt.reset()
+    assert not doubt.doubted and doubt.streak == 0
+    assert doubt.confidence(0.9, 0.02, ceiling=0.5) == pytest.approx(0.5 * 0.02 / 0.05)   # 0.2
+    assert doubt.confidence(0.3, 0.01, ceiling=0.5) == pytest.approx(0.3 * 0.01 / 0.05)   # 0.06
+    gated = doubt.gate(torch.tensor([0.9, 0.8, 0.7, 0.01]), torch.tensor([0.02, 0.05, 0.6, 0.04]))
+    np.testing.assert_allclose(gated.numpy(), [0.02, 0.8, 0.7, 0.01])
+    off = IdentityDoubt(threshold=0.0, frames=1)
+    assert not off.observe(0.0)
+    np.testing.assert_allclose(off.gate(torch.tensor([0.9]), torch.tensor([0.0])).numpy(), [0.9])
+    with pytest.raises(InvalidInputError, match="threshold"):
+        IdentityDoubt(threshold=1.0, frames=3)
+    with pytest.raises(InvalidInputError, match="frame"):
+        IdentityDoubt(threshold=0.05, frames=0)

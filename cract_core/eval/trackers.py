@@ -75,8 +75,8 @@ ABLATION_FIELDS = {
 }
 # The paper's two weights (Eq. 9: s = alpha v+ + (1 - alpha) tau; Eq. 10: beta s + (1 - beta) c),
 # settable per run like the switches above: a number in [0, 1]; so is I's veto over the memory
-# (crac.identity_veto, 0 = I not used).
-ABLATION_WEIGHTS = ("alpha", "beta", "identity_veto")
+# (crac.identity_veto, 0 = I not used) and its doubt (crac.identity_doubt, 0 = off).
+ABLATION_WEIGHTS = ("alpha", "beta", "identity_veto", "identity_doubt")
 # The state thresholds on the confidence (tracker section), settable the same way: the verifier
 # variants of the stage ablation each run at their own thresholds.
 TRACKER_WEIGHTS = ("low_confidence", "lost_confidence", "found_confidence")
