@@ -205,7 +205,8 @@ class Tracker:
         self._frame_index = -1
         self._state = TrackState.IDLE
         self._low_count = 0
-        self._doubt = IdentityDoubt(self.cfg.crac.identity_doubt, self.cfg.crac.identity_doubt_frames)
+        self._doubt = IdentityDoubt(self.cfg.crac.identity_doubt, self.cfg.crac.identity_doubt_frames,
+                                    self.cfg.crac.identity_doubt_interval)
         self._lost_growth = 1.0
         self._lost_frames = 0
         self._pad = None
@@ -440,13 +441,15 @@ class Tracker:
                 best, confidence, verified_features, similarity = self._verify(phi_x, props, ref, best)
                 chosen_xyxy = ref.refined_xyxy[best] if ref is not None else props[best]
                 if (ccfg.identity_veto > 0 and self._state != TrackState.LOST
-                        and (similarity[best] < ccfg.identity_veto_similarity or ccfg.identity_doubt > 0)):
+                        and (similarity[best] < ccfg.identity_veto_similarity or self._doubt.due())):
                     # I on the features the memory just pooled for this box (not pooled twice); only
-                    # where it can judge: without the doubt, most frames are above the similarity
-                    # that rules a veto out
+                    # where it can judge: most frames are above the similarity that rules a veto
+                    # out, and the doubt needs I every frame only once the box is suspect
                     identity_of_chosen = float(self.net.identify(verified_features, self._template.f_init)[0])
                     confidence = self._identity_veto(confidence, float(similarity[best]), identity_of_chosen)
                     self._doubt.observe(identity_of_chosen)
+                else:
+                    self._doubt.skip()
                 timings["confidence"] = (time.perf_counter() - t_conf) * 1e3
             elif ccfg.confidence == "identifier":  # (the config allows it only without R and a classifier)
                 # the proposals choose the box; I says whether it is the target (one RoI: ~1 ms)

@@ -145,6 +145,18 @@ def test_identity_doubt_by_hand() -> None:
     off = IdentityDoubt(threshold=0.0, frames=1)
     assert not off.observe(0.0)
     np.testing.assert_allclose(off.gate(torch.tensor([0.9]), torch.tensor([0.0])).numpy(), [0.9])
+    # every 4th frame while v+ >= 0.5; every frame from a lower one on, until one is >= 0.5 again
+    sparse = IdentityDoubt(threshold=0.05, frames=2, interval=4)
+    due = []
+    for v in (0.9, None, None, None, 0.3, 0.01, 0.02, 0.7, None, None, None, 0.9):
+        due.append(sparse.due())
+        sparse.observe(v) if v is not None else sparse.skip()
+        if v == 0.02:
+            assert sparse.doubted
+    assert due == [True, False, False, False, True, True, True, True, False, False, False, True]
+    assert not sparse.doubted
+    with pytest.raises(InvalidInputError, match="interval"):
+        IdentityDoubt(threshold=0.05, frames=3, interval=0)
     with pytest.raises(InvalidInputError, match="threshold"):
         IdentityDoubt(threshold=1.0, frames=3)
     with pytest.raises(InvalidInputError, match="frame"):
