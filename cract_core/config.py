@@ -99,6 +99,9 @@ class CRACConfig:
     # I judges the box every identity_doubt_interval-th frame while its last v+ was >= 0.5, every
     # frame once it is lower (cract_core/verifier.py IdentityDoubt)
     identity_doubt_interval: int = 1
+    # ... and a doubt starts only on a box the memory finds less like the target than this
+    # (1.0: any box); once started it lasts while v+ stays low
+    identity_doubt_similarity: float = 1.0
     alpha: float = 0.4  # s = alpha * v+ + (1 - alpha) * tau  (Eq. 9)
     beta: float = 0.8  # final score beta * s + (1 - beta) * c  (Eq. 10)
     regressor_conv_channels: int = 64
@@ -349,6 +352,7 @@ def validate(cfg: ExperimentConfig) -> None:
          "crac.identity_doubt needs crac.identity_veto (I judging with the memory)"),
         (cfg.crac.identity_doubt_frames >= 1, "crac.identity_doubt_frames must be >= 1"),
         (cfg.crac.identity_doubt_interval >= 1, "crac.identity_doubt_interval must be >= 1"),
+        (0.0 < cfg.crac.identity_doubt_similarity <= 1.0, "crac.identity_doubt_similarity must be in (0, 1]"),
         (cfg.crac.confidence != "identifier" or (cfg.crac.refinement, cfg.crac.classifier) == ("none", "none"),
          "crac.confidence identifier needs crac.refinement none and crac.classifier none (with a classifier, "
          "its score is the confidence)"),

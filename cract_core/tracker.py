@@ -205,8 +205,9 @@ class Tracker:
         self._frame_index = -1
         self._state = TrackState.IDLE
         self._low_count = 0
-        self._doubt = IdentityDoubt(self.cfg.crac.identity_doubt, self.cfg.crac.identity_doubt_frames,
-                                    self.cfg.crac.identity_doubt_interval)
+        ccfg = self.cfg.crac
+        self._doubt = IdentityDoubt(ccfg.identity_doubt, ccfg.identity_doubt_frames, ccfg.identity_doubt_interval,
+                                    ccfg.identity_doubt_similarity)
         self._lost_growth = 1.0
         self._lost_frames = 0
         self._pad = None
@@ -447,7 +448,7 @@ class Tracker:
                     # out, and the doubt needs I every frame only once the box is suspect
                     identity_of_chosen = float(self.net.identify(verified_features, self._template.f_init)[0])
                     confidence = self._identity_veto(confidence, float(similarity[best]), identity_of_chosen)
-                    self._doubt.observe(identity_of_chosen)
+                    self._doubt.observe(identity_of_chosen, float(similarity[best]))
                 else:
                     self._doubt.skip()
                 timings["confidence"] = (time.perf_counter() - t_conf) * 1e3
@@ -523,7 +524,7 @@ class Tracker:
             confidence = torch.where(vouched, torch.maximum(confidence, identity), confidence)
             # ... and never re-acquires what I calls not-the-target: the look-alike the memory
             # would take back at once, to be doubted again three frames later
-            confidence = self._doubt.gate(confidence, identity)
+            confidence = self._doubt.gate(confidence, identity, similarity[candidates])
         pick = int(torch.argmax(confidence))
         best = int(candidates[pick])
         return best, float(confidence[pick]), features[pick:pick + 1], similarity.numpy()

@@ -67,16 +67,19 @@ class IdentityDoubt:
     # ``interval``-th frame (I's fc reads 2.6 MB of weights a call: ~0.3 ms of a 6 ms frame).
     SUSPECT_BELOW = 0.5
 
-    def __init__(self, threshold: float, frames: int, interval: int = 1) -> None:
+    def __init__(self, threshold: float, frames: int, interval: int = 1, entry_similarity: float = 1.0) -> None:
         if not 0.0 <= threshold < 1.0:
             raise InvalidInputError(f"identity doubt threshold must be in [0, 1), got {threshold}")
         if frames < 1:
             raise InvalidInputError(f"identity doubt needs at least 1 frame, got {frames}")
         if interval < 1:
             raise InvalidInputError(f"identity check interval must be >= 1 frame, got {interval}")
+        if not 0.0 < entry_similarity <= 1.0:
+            raise InvalidInputError(f"identity doubt entry similarity must be in (0, 1], got {entry_similarity}")
         self.threshold = threshold
         self.frames = frames
         self.interval = interval
+        self.entry_similarity = entry_similarity
         self.reset()
 
     def due(self) -> bool:
@@ -84,9 +87,20 @@ class IdentityDoubt:
         streak is counted on consecutive frames), else every ``interval``-th frame."""
         return self.threshold > 0 and (self._last < self.SUSPECT_BELOW or self._unchecked + 1 >= self.interval)
 
-    def observe(self, identity: float) -> bool:
-        """Count one frame's v+ of the chosen box; True while the streak is long enough."""
-        self.streak = self.streak + 1 if identity < self.threshold else 0
+    def observe(self, identity: float, similarity: float = 0.0) -> bool:
+        """Count one frame's v+ of the chosen box (and its similarity to the memory); True while doubted.
+
+        A doubt starts once the streak is long enough on a box the memory finds less like the target
+        than ``entry_similarity``, and lasts as long as the streak.  A substitution starts with a
+        look-alike the memory has not learnt (0.74-0.87 on the validation group run); the target
+        itself turning away from the views I knows keeps the memory's 0.94-0.96 (the follow
+        loop's car in a turn, where I's v+ fell to 0.01-0.06 for ten frames)."""
+        if identity < self.threshold:
+            self.streak += 1
+            self._doubting = self._doubting or (self.streak >= self.frames and similarity < self.entry_similarity)
+        else:
+            self.streak = 0
+            self._doubting = False
         self._last = identity
         self._unchecked = 0
         return self.doubted
@@ -97,11 +111,12 @@ class IdentityDoubt:
 
     @property
     def doubted(self) -> bool:
-        return self.threshold > 0 and self.streak >= self.frames
+        return self._doubting
 
     def reset(self) -> None:
         """A new target or a LOST one: no streak, and the next box is judged."""
         self.streak = 0
+        self._doubting = False
         self._last = 1.0
         self._unchecked = self.interval - 1
 
@@ -110,9 +125,11 @@ class IdentityDoubt:
         proportion to v+ (so it ranks below every box I does not doubt)."""
         return min(confidence, ceiling) * identity / self.threshold
 
-    def gate(self, confidence: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
-        """Candidates' confidences while LOST: one I calls not-the-target cannot be re-acquired
-        (its confidence falls to its v+, under any found threshold the config allows)."""
+    def gate(self, confidence: torch.Tensor, identity: torch.Tensor, similarity: torch.Tensor) -> torch.Tensor:
+        """Candidates' confidences while LOST: one I calls not-the-target that the memory finds less
+        like the target than ``entry_similarity`` cannot be re-acquired (its confidence falls to its
+        v+, under any found threshold the config allows): the rule that starts a doubt."""
         if self.threshold <= 0:
             return confidence
-        return torch.where(identity < self.threshold, torch.minimum(confidence, identity), confidence)
+        rejected = (identity < self.threshold) & (similarity < self.entry_similarity)
+        return torch.where(rejected, torch.minimum(confidence, identity), confidence)

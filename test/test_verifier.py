@@ -140,11 +140,21 @@ def test_identity_doubt_by_hand() -> None:
     assert not doubt.doubted and doubt.streak == 0
     assert doubt.confidence(0.9, 0.02, ceiling=0.5) == pytest.approx(0.5 * 0.02 / 0.05)   # 0.2
     assert doubt.confidence(0.3, 0.01, ceiling=0.5) == pytest.approx(0.3 * 0.01 / 0.05)   # 0.06
-    gated = doubt.gate(torch.tensor([0.9, 0.8, 0.7, 0.01]), torch.tensor([0.02, 0.05, 0.6, 0.04]))
+    gated = doubt.gate(torch.tensor([0.9, 0.8, 0.7, 0.01]), torch.tensor([0.02, 0.05, 0.6, 0.04]), torch.zeros(4))
     np.testing.assert_allclose(gated.numpy(), [0.02, 0.8, 0.7, 0.01])
     off = IdentityDoubt(threshold=0.0, frames=1)
     assert not off.observe(0.0)
-    np.testing.assert_allclose(off.gate(torch.tensor([0.9]), torch.tensor([0.0])).numpy(), [0.9])
+    np.testing.assert_allclose(off.gate(torch.tensor([0.9]), torch.tensor([0.0]), torch.zeros(1)).numpy(), [0.9])
+    # with an entry similarity of 0.93: a streak on boxes the memory finds at least that like the
+    # target starts no doubt; one started below it lasts while v+ stays low, whatever the similarity
+    entry = IdentityDoubt(threshold=0.05, frames=2, entry_similarity=0.93)
+    assert [entry.observe(v, s) for v, s in ((0.01, 0.95), (0.01, 0.96), (0.01, 0.92), (0.02, 0.99),
+                                             (0.3, 0.99), (0.01, 0.99), (0.01, 0.99))] == \
+        [False, False, True, True, False, False, False]
+    gated = entry.gate(torch.tensor([0.9, 0.9, 0.9]), torch.tensor([0.01, 0.01, 0.6]), torch.tensor([0.95, 0.9, 0.5]))
+    np.testing.assert_allclose(gated.numpy(), [0.9, 0.01, 0.9])
+    with pytest.raises(InvalidInputError, match="entry similarity"):
+        IdentityDoubt(threshold=0.05, frames=3, entry_similarity=0.0)
     # every 4th frame while v+ >= 0.5; every frame from a lower one on, until one is >= 0.5 again
     sparse = IdentityDoubt(threshold=0.05, frames=2, interval=4)
     due = []
