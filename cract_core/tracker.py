@@ -437,6 +437,7 @@ class Tracker:
             confidence = float((beta * s[best] + (1 - beta) * penalized[idx[best]]).clamp(0, 1))
             chosen_xyxy = ref.refined_xyxy[best] if ref is not None else props[best]
             verified_features = None
+            identity_of_chosen: Optional[float] = None  # I's v+ of the chosen box, on frames I judges it
             if ccfg.confidence == "memory":
                 t_conf = time.perf_counter()
                 best, confidence, verified_features, similarity = self._verify(phi_x, props, ref, best)
@@ -474,12 +475,12 @@ class Tracker:
                 self._memory.update(verified_features)
         if self._state == TrackState.LOST:
             self._doubt.reset()
-        elif self._doubt.doubted:
+        elif self._doubt.doubted and identity_of_chosen is not None:  # (a doubted box is judged every frame)
             # I has called the box not-the-target for frames in a row while the memory still finds
             # it like the target: a look-alike (the next person in a group, the same car model) in
             # the target's place.  What is reported says so; the box, the memory and LOST stay the
             # memory's (I also doubts the target itself when it is small or half hidden: holding
-            # the memory back then lost a car in a long doubt on validation, -0.01 AUC).
+            # the memory back then lost uavdt_s1001's car in a long doubt, AUC 0.484 -> 0.475).
             self._state = TrackState.LOW_CONFIDENCE
             confidence = self._doubt.confidence(confidence, identity_of_chosen, tcfg.low_confidence)
         box = self.current_box((w_img, h_img))
@@ -497,6 +498,8 @@ class Tracker:
         }
         if ccfg.confidence == "memory":
             details["similarity"] = similarity
+            details["identity_of_chosen"] = identity_of_chosen  # None on frames I did not judge
+            details["identity_doubted"] = self._doubt.doubted
         return TrackResult(box, confidence, self._state, frame, timings, updated, version, details)
 
     def _verify(self, phi_x: torch.Tensor, props: torch.Tensor, ref: Any, best: int

@@ -109,6 +109,9 @@ def test_blank_view_is_lost_and_the_boxes_match_proposals_alone_while_the_target
     assert results[-1].state == TrackState.LOST
     assert results[-1].confidence < default_cfg.tracker.lost_confidence
     assert "confidence" in results[-1].timings and "similarity" in results[-1].details
+    # I judged the first tracked frame of the bird (every 4th after, v+ >= 0.5) and never doubted it
+    assert results[1].details["identity_of_chosen"] is not None
+    assert not any(r.details["identity_doubted"] for r in results[1:len(images)])
 
 
 def test_identity_veto_by_hand(default_cfg) -> None:
