@@ -57,8 +57,20 @@ def test_cract_bag_killed_mid_write_leaves_no_bag(shared_sequence, tmp_path) -> 
         proc = subprocess.Popen([sys.executable, "-m", "cract_ros.bags.bag_eval", "from-sequence", str(seq), str(out)],
                                 cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         # the bag is being written: its mcap file has bytes (in the hidden partial folder)
-        wait_for(lambda: proc.poll() is not None or [f for f in tmp_path.glob(".bird2.partial-*/bird2/*.mcap")
-                                                     if f.stat().st_size > 0], 120.0, "the partial bag")
+        own = tmp_path / f".bird2.partial-{proc.pid}"
+
+        def own_partial_has_bytes() -> bool:
+            # this writer's own folder: a killed earlier writer's stays until this one removes it, and
+            # waiting on that one let a loaded machine kill this writer before it had made its own
+            for f in own.glob("bird2/*.mcap"):
+                try:
+                    if f.stat().st_size > 0:
+                        return True
+                except FileNotFoundError:  # renamed into place meanwhile: finished
+                    return True
+            return False
+
+        wait_for(lambda: proc.poll() is not None or own_partial_has_bytes(), 120.0, "the partial bag")
         time.sleep(rng.uniform(0.0, 0.3))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -67,7 +79,7 @@ def test_cract_bag_killed_mid_write_leaves_no_bag(shared_sequence, tmp_path) -> 
             shutil.rmtree(out)
             continue
         kills += 1
-        assert list(tmp_path.glob(".bird2.partial-*")), "the partial folder should be hidden beside the output"
+        assert own.is_dir(), "the partial folder should be hidden beside the output"
         if kills == 3:
             break
     assert kills == 3, "the writer was not killed mid-write often enough to show anything"
