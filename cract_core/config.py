@@ -91,9 +91,8 @@ class CRACConfig:
     identity_reacquire: float = 0.9
     identity_reacquire_similarity: float = 0.55
     # ... and I doubts the box it has called not-the-target (v+ < identity_doubt) on
-    # identity_doubt_frames frames in a row, whatever the memory says: LOW_CONFIDENCE while the box
-    # goes on following the proposals (a look-alike fools the memory, not I: 0: off, I run only
-    # where the veto needs it)
+    # identity_doubt_frames frames in a row: LOW_CONFIDENCE while the box goes on following the
+    # proposals (a look-alike fools the memory, not I; 0: off, I run only where the veto needs it)
     identity_doubt: float = 0.0
     identity_doubt_frames: int = 3
     # I judges the box every identity_doubt_interval-th frame while its last v+ was >= 0.5, every

@@ -32,7 +32,7 @@ from .errors import CheckpointError, InvalidInputError, NotInitializedError
 from .geometry import InvalidBoxError
 from .model import CRACTNet, TemplateState
 from .online import OnlineLearner, sample_boxes
-from .verifier import AppearanceMemory, IdentityDoubt
+from .verifier import AppearanceMemory, IdentityDoubt, rejected_confidence
 from .rpn import select_proposals
 
 log = logging.getLogger(__name__)
@@ -543,7 +543,7 @@ class Tracker:
         ccfg = self.cfg.crac
         if identity >= ccfg.identity_veto or similarity >= ccfg.identity_veto_similarity:
             return confidence
-        return min(confidence, self.cfg.tracker.low_confidence) * identity / ccfg.identity_veto
+        return rejected_confidence(confidence, identity, ccfg.identity_veto, self.cfg.tracker.low_confidence)
 
     def _rank_scores(self, scores: torch.Tensor, boxes_xyxy: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
         """SiamRPN's scale/aspect-change penalty, then its cosine window: (penalized, ranked) scores.

@@ -51,6 +51,12 @@ class AppearanceMemory:
         self.prototype.mul_(1.0 - self.learning_rate).add_(flat, alpha=self.learning_rate)
 
 
+def rejected_confidence(confidence: float, identity: float, threshold: float, ceiling: float) -> float:
+    """The confidence of a box I rejects (v+ under ``threshold``): under ``ceiling`` (the low
+    threshold), in proportion to v+ / threshold, so it ranks below every box I does not reject."""
+    return min(confidence, ceiling) * identity / threshold
+
+
 class IdentityDoubt:
     """I's running verdict on the box the tracker follows: doubted once I has called it
     not-the-target (v+ under ``threshold``) on ``frames`` frames in a row.
@@ -123,7 +129,7 @@ class IdentityDoubt:
     def confidence(self, confidence: float, identity: float, ceiling: float) -> float:
         """The reported confidence of a doubted box: under ``ceiling`` (the low threshold), in
         proportion to v+ (so it ranks below every box I does not doubt)."""
-        return min(confidence, ceiling) * identity / self.threshold
+        return rejected_confidence(confidence, identity, self.threshold, ceiling)
 
     def gate(self, confidence: torch.Tensor, identity: torch.Tensor, similarity: torch.Tensor) -> torch.Tensor:
         """Candidates' confidences while LOST: one I calls not-the-target that the memory finds less
