@@ -31,6 +31,9 @@ class ParamSpec:
     minimum: Optional[float] = None
     maximum: Optional[float] = None
     exclusive_minimum: bool = False
+    # a value that stands for "not set here" and passes every bound (the tracker node's -1: the
+    # model config's own value); None: no such value
+    unset: Optional[Any] = None
 
     def coerce(self, value: Any) -> Any:
         """An int given for a float parameter counts as that float (YAML writes 1 for 1.0)."""
@@ -44,6 +47,8 @@ class ParamSpec:
         value = self.coerce(value)
         if type(value) is not want:
             return f"{name} must be a {want.__name__}, got {type(value).__name__} {value!r}"
+        if self.unset is not None and value == self.unset:
+            return None
         if self.choices and value not in self.choices:
             return f"{name} must be one of {list(self.choices)}, got {value!r}"
         if want in (int, float):

@@ -202,7 +202,13 @@ def test_bad_images_parameters_debug_image_watchdog_and_sim_time(node_factory, b
     res = nut.set_param("beta", 0.7)
     assert res.successful, res.reason
     res = nut.call(nut.get_params, GetParameters.Request(names=["beta", "alpha"]), "get beta")
-    assert [v.double_value for v in res.values] == [0.7, 0.4]
+    assert [v.double_value for v in res.values] == [0.7, -1.0]  # alpha left to the model config
+    # the values left at -1 came from the default model config (config/model/cract_nanotrack.yaml),
+    # and the cross-parameter rule judges a threshold against them
+    assert ("from the model config: {'alpha': 0.4, 'beta': 0.8, 'low_confidence': 0.5, 'lost_confidence': 0.5, "
+            "'update_interval': 10}") in nut.log_text()
+    res = nut.set_param("lost_confidence", 0.6)
+    assert not res.successful and "lost_confidence (0.6) must be <= low_confidence (0.5)" in res.reason, res.reason
 
     # debug image, only while subscribed: the frame with the box drawn, same stamp and size
     nut.node.create_subscription(Image, f"{nut.fqn}/debug_image", nut.debug_images.append, qos_profile_sensor_data)
@@ -378,3 +384,31 @@ def test_bearings_from_camera_info_and_bad_calibrations_refused(node_factory, bi
     assert values["bad_camera_info"] == str(len(bad)) and values["errors"] == "0"
     assert int(values["frames_without_bearing"]) == len(bad) + 2  # the three refusals, the size mismatch, the init
     assert nut.proc.poll() is None
+
+
+def test_tracker_parameters_left_to_the_model_config(repo_root) -> None:
+    """-1 keeps a model config's own alpha, beta, thresholds and K; a number is written over them
+    (the cascade's score confidence has thresholds 0.45 / 0.2, the default's memory 0.5 / 0.5)."""
+    settings = {name: p.default for name, p in PARAMETERS.items()}
+    settings.update(device="cpu", tracker_mode="sync", num_threads=1, warmup=False,
+                    model_config=str(repo_root / "config" / "model" / "cract_nanotrack_cascade.yaml"))
+    tracker = build_tracker(settings)
+    try:
+        assert (tracker.cfg.tracker.low_confidence, tracker.cfg.tracker.lost_confidence) == (0.45, 0.2)
+        assert (tracker.cfg.crac.alpha, tracker.cfg.crac.beta, tracker.cfg.online.update_interval) == (0.4, 0.8, 10)
+    finally:
+        tracker.close()
+    settings.update(low_confidence=0.3, lost_confidence=0.1, update_interval=5, model_config="")
+    tracker = build_tracker(settings)
+    try:
+        assert (tracker.cfg.tracker.low_confidence, tracker.cfg.tracker.lost_confidence) == (0.3, 0.1)
+        assert tracker.cfg.online.update_interval == 5 and tracker.cfg.crac.beta == 0.8
+    finally:
+        tracker.close()
+    # the cross-parameter rule resolves -1 against the model's values
+    from cract_ros.node import check_parameters
+    values = {name: p.default for name, p in PARAMETERS.items()}
+    assert check_parameters(dict(values, lost_confidence=0.6), {"alpha": 0.4, "beta": 0.8, "low_confidence": 0.5,
+                                                                "lost_confidence": 0.5, "update_interval": 10}) == [
+        "lost_confidence (0.6) must be <= low_confidence (0.5)"]
+    assert check_parameters(dict(values, lost_confidence=0.6)) == []  # no model yet: judged at configure

@@ -2,7 +2,7 @@
 here; the tests build the offline tracker with the same function)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import cv2
 import numpy as np
@@ -12,13 +12,14 @@ def build_tracker(settings: dict) -> Any:
     """The cract_core Tracker the node runs, from the node's parameters.
 
     The model config (model_config, or the built-in default) gets the node's runtime values
-    (alpha, beta, thresholds, K) written over it, so config/cract.yaml is the one place a user
-    sets them.
+    (alpha, beta, thresholds, K) written over it where they are set; at FROM_MODEL_CONFIG (-1)
+    the model config's own value stays.
     """
     import torch
 
     from cract_core.config import default_config_path, load_config
     from cract_core.tracker import Tracker
+    from cract_ros.node.settings import FROM_MODEL_CONFIG, TRACKER_RUNTIME_PARAMS
     from cract_ros.parameters import apply_model_runtime
 
     if settings.get("num_threads", 0) > 0:
@@ -26,11 +27,10 @@ def build_tracker(settings: dict) -> Any:
         # the crop's warp too: OpenCV's own pool would take the cores the network was given
         cv2.setNumThreads(int(settings["num_threads"]))
     cfg = load_config(settings.get("model_config") or default_config_path())
-    cfg.crac.alpha = float(settings["alpha"])
-    cfg.crac.beta = float(settings["beta"])
-    cfg.tracker.low_confidence = float(settings["low_confidence"])
-    cfg.tracker.lost_confidence = float(settings["lost_confidence"])
-    cfg.online.update_interval = int(settings["update_interval"])
+    for name in TRACKER_RUNTIME_PARAMS:
+        if settings.get(name, FROM_MODEL_CONFIG) != FROM_MODEL_CONFIG:
+            section, kind = Tracker.RUNTIME_PARAMS[name]
+            setattr(getattr(cfg, section), name, kind(settings[name]))
     apply_model_runtime(cfg, settings)  # the node's runtime parameter, when set
     return Tracker.from_config(cfg, checkpoint=settings.get("checkpoint") or None,
                                device=settings.get("device", "auto"), mode=settings.get("tracker_mode", "async"))
@@ -44,3 +44,15 @@ def warm_up(tracker: Any) -> None:
     tracker.init(img, np.array([280.0, 200.0, 80.0, 80.0]))
     for _ in range(2):
         tracker.track(img)
+
+
+def model_tracker_values(tracker: Any) -> Optional[dict]:
+    """The tracker parameters the loaded tracker runs with (its config's), or None for a tracker
+    without a config."""
+    from cract_ros.node.settings import TRACKER_RUNTIME_PARAMS
+
+    cfg = getattr(tracker, "cfg", None)
+    runtime = getattr(tracker, "RUNTIME_PARAMS", None)
+    if cfg is None or runtime is None:
+        return None
+    return {name: getattr(getattr(cfg, runtime[name][0]), name) for name in TRACKER_RUNTIME_PARAMS}

@@ -2,6 +2,8 @@
 holds their values) and the rules that tie several of them together."""
 from __future__ import annotations
 
+from typing import Optional
+
 from cract_ros.parameters import MODEL_RUNTIME_PARAMS, ParamSpec, check_values
 
 NODE_NAME = "cract_tracker"
@@ -42,14 +44,19 @@ PARAMETERS: dict[str, ParamSpec] = {
                                    "(cract/msg/TrackedObject, its header stamp picks the frame) or roi "
                                    "(sensor_msgs/RegionOfInterest, the newest frame)",
                                    choices=("tracked_object", "roi")),
-    # tracker (runtime: applied through Tracker.set_params)
-    "alpha": ParamSpec(0.4, "s = alpha * v+ + (1 - alpha) * tau (Eq. 9)", runtime=True, minimum=0.0, maximum=1.0),
-    "beta": ParamSpec(0.8, "final score beta * s + (1 - beta) * c (Eq. 10)", runtime=True, minimum=0.0, maximum=1.0),
-    # the default model's (config/model/cract_nanotrack.yaml): its confidence is the appearance memory's
-    "low_confidence": ParamSpec(0.5, "confidence below this: LOW_CONFIDENCE", runtime=True, minimum=0.0, maximum=1.0),
-    "lost_confidence": ParamSpec(0.5, "confidence below this for a few frames: LOST (<= low_confidence)",
-                                 runtime=True, minimum=0.0, maximum=1.0),
-    "update_interval": ParamSpec(10, "K: frames between discriminator updates", runtime=True, minimum=1),
+    # tracker (runtime: applied through Tracker.set_params).  -1 (FROM_MODEL_CONFIG): the model
+    # config's own value, so a model whose confidence has another scale (the cascade's score:
+    # 0.45 / 0.2) keeps its thresholds; a value here is written over the model config's.
+    "alpha": ParamSpec(-1.0, "s = alpha * v+ + (1 - alpha) * tau (Eq. 9); -1 = the model config's",
+                       runtime=True, minimum=0.0, maximum=1.0, unset=-1.0),
+    "beta": ParamSpec(-1.0, "final score beta * s + (1 - beta) * c (Eq. 10); -1 = the model config's",
+                      runtime=True, minimum=0.0, maximum=1.0, unset=-1.0),
+    "low_confidence": ParamSpec(-1.0, "confidence below this: LOW_CONFIDENCE; -1 = the model config's",
+                                runtime=True, minimum=0.0, maximum=1.0, unset=-1.0),
+    "lost_confidence": ParamSpec(-1.0, "confidence below this for a few frames: LOST (<= low_confidence); "
+                                 "-1 = the model config's", runtime=True, minimum=0.0, maximum=1.0, unset=-1.0),
+    "update_interval": ParamSpec(-1, "K: frames between discriminator updates; -1 = the model config's",
+                                 runtime=True, minimum=1, unset=-1),
     # output
     "debug_image": ParamSpec(True, "publish ~/debug_image (box drawn) while someone subscribes to it", runtime=True),
     "diagnostics_period_s": ParamSpec(1.0, "period of /diagnostics", minimum=0.0, exclusive_minimum=True,
@@ -66,16 +73,36 @@ PARAMETERS: dict[str, ParamSpec] = {
 
 # node parameter -> keyword of Tracker.set_params
 TRACKER_RUNTIME_PARAMS = ("alpha", "beta", "low_confidence", "lost_confidence", "update_interval")
+# a tracker parameter at this value takes the model config's own
+FROM_MODEL_CONFIG = -1
 
 
 class NodeStartupError(RuntimeError):
     """The node cannot start or configure: a bad parameter, or the model would not load."""
 
 
-def check_parameters(values: dict) -> list[str]:
-    """Every reason why the node's parameter values are not acceptable together."""
+def resolve_tracker_values(values: dict, model_values: Optional[dict]) -> dict:
+    """The tracker parameters of ``values`` as the tracker gets them: FROM_MODEL_CONFIG replaced by
+    ``model_values`` (the loaded model config's; None before a model is loaded: left out)."""
+    out = {}
+    for name in TRACKER_RUNTIME_PARAMS:
+        if name not in values:
+            continue
+        if values[name] != FROM_MODEL_CONFIG:
+            out[name] = values[name]
+        elif model_values is not None:
+            out[name] = model_values[name]
+    return out
+
+
+def check_parameters(values: dict, model_values: Optional[dict] = None) -> list[str]:
+    """Every reason why the node's parameter values are not acceptable together (``model_values``:
+    the loaded model config's, for the parameters left to it)."""
     problems = check_values(PARAMETERS, values)
-    if values["lost_confidence"] > values["low_confidence"]:
-        problems.append(f"lost_confidence ({values['lost_confidence']}) must be <= low_confidence "
-                        f"({values['low_confidence']})")
+    if problems:
+        return problems
+    resolved = resolve_tracker_values(values, model_values)
+    if "lost_confidence" in resolved and "low_confidence" in resolved and resolved["lost_confidence"] > resolved["low_confidence"]:
+        problems.append(f"lost_confidence ({resolved['lost_confidence']}) must be <= low_confidence "
+                        f"({resolved['low_confidence']})")
     return problems

@@ -70,8 +70,9 @@ from cract.srv import SetTarget
 from cract_ros.node.diagnostics import Diagnostics
 from cract_ros.node.frames import Calibrations, FrameInput
 from cract_ros.node.memory import cuda_allocated_mib, model_tensor_mib, process_rss_mib, release_memory
-from cract_ros.node.model import build_tracker, warm_up
-from cract_ros.node.settings import NODE_NAME, PARAMETERS, TRACKER_RUNTIME_PARAMS, NodeStartupError, check_parameters
+from cract_ros.node.model import build_tracker, model_tracker_values, warm_up
+from cract_ros.node.settings import (FROM_MODEL_CONFIG, NODE_NAME, PARAMETERS, TRACKER_RUNTIME_PARAMS, NodeStartupError,
+                                     check_parameters, resolve_tracker_values)
 from cract_ros.node.targets import TargetRequests
 from cract_ros.node.work import Frame, Request
 from cract_ros.node.worker import TrackingWorker
@@ -97,6 +98,9 @@ class TrackerNode(FrameInput, TargetRequests, TrackingWorker, Diagnostics, Lifec
         problems = check_parameters(self.p)
         if problems:
             raise NodeStartupError("bad parameters: " + "; ".join(problems))
+        # the loaded model config's alpha, beta, thresholds and K (None while no model is loaded):
+        # what a tracker parameter left at FROM_MODEL_CONFIG (-1) stands for
+        self._model_values: Optional[dict] = None
 
         self.lifecycle_state = "unconfigured"
         self.exit_code = 0
@@ -177,13 +181,15 @@ class TrackerNode(FrameInput, TargetRequests, TrackingWorker, Diagnostics, Lifec
         if new is None:
             self._refused_parameters += 1  # (parameter callbacks run one at a time: rclpy's own lock)
             return SetParametersResult(successful=False, reason=reason)
-        problems = check_parameters(new)
+        problems = check_parameters(new, self._model_values)
         if problems:
             self._refused_parameters += 1
             return SetParametersResult(successful=False, reason="; ".join(problems))
         changed = {k: v for k, v in new.items() if v != self.p[k]}
         self.p = new
-        tracker_kw = {k: v for k, v in changed.items() if k in TRACKER_RUNTIME_PARAMS}
+        # -1 hands a parameter back to the model config: the tracker gets the config's value
+        tracker_kw = resolve_tracker_values({k: v for k, v in changed.items() if k in TRACKER_RUNTIME_PARAMS},
+                                            self._model_values)
         if tracker_kw:
             self._submit(Request("params", params=tracker_kw, source="ros2 param"))
         if "test_hold_updates" in changed:
@@ -373,6 +379,7 @@ class TrackerNode(FrameInput, TargetRequests, TrackingWorker, Diagnostics, Lifec
         self._target_set = False
         self._state = TrackedObject.IDLE
         self._close_tracker()
+        self._model_values = None
         self._device_name = "none (unconfigured)"
         self._model_mib = 0.0
         release_memory()
@@ -405,6 +412,11 @@ class TrackerNode(FrameInput, TargetRequests, TrackingWorker, Diagnostics, Lifec
         except Exception as exc:  # ConfigError, CheckpointError, missing weights: the transition fails
             raise NodeStartupError(f"could not load the tracker ({type(exc).__name__}): {exc}") from exc
         self._device_name = str(getattr(tracker, "device", self.p["device"]))
+        self._model_values = model_tracker_values(tracker)
+        if self._model_values is not None:
+            kept = {k: self._model_values[k] for k in TRACKER_RUNTIME_PARAMS if self.p[k] == FROM_MODEL_CONFIG}
+            if kept:
+                self.get_logger().info(f"from the model config: {kept}")
         load_ms = (time.perf_counter() - t0) * 1e3
         warm_ms = 0.0
         if self.p["warmup"]:
