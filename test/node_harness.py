@@ -48,6 +48,33 @@ def key(stamp: Any) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
+def spin_until(executor: SingleThreadedExecutor, predicate: Callable[[], Any], timeout: float, what: str,
+               exit_code: Callable[[], Optional[int]] = lambda: None, log: Callable[[], str] = lambda: "") -> Any:
+    """Spin ``executor`` until ``predicate()`` is truthy and return that value; the test fails after
+    ``timeout`` s, or once ``exit_code()`` says the process under test ended (what it sent before
+    it ended may still be on its way, its last IDLE say: what arrives for one more second counts).
+    ``log()``: the process's output, quoted in the failure."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        code = exit_code()
+        if code is not None:
+            drain_end = min(deadline, time.monotonic() + 1.0)
+            while time.monotonic() < drain_end:
+                executor.spin_once(timeout_sec=0.05)
+                value = predicate()
+                if value:
+                    return value
+            pytest.fail(f"process exited with {code} while waiting for {what}; its log:\n{log()[-4000:]}")
+        executor.spin_once(timeout_sec=0.05)
+    value = predicate()
+    if not value:
+        pytest.fail(f"timed out after {timeout} s waiting for {what}; log:\n{log()[-4000:]}")
+    return value
+
+
 class ProcessUnderTest:
     """A node's process (its output in a log file) plus the test side's rclpy node and executor."""
 
@@ -68,26 +95,7 @@ class ProcessUnderTest:
         return self.log_path.read_text()
 
     def spin_until(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            if self.proc.poll() is not None:
-                # what the node sent before it ended may still be on its way (its last IDLE, say):
-                # take in what arrives for a second before calling the wait failed
-                drain_end = min(deadline, time.monotonic() + 1.0)
-                while time.monotonic() < drain_end:
-                    self.executor.spin_once(timeout_sec=0.05)
-                    value = predicate()
-                    if value:
-                        return value
-                pytest.fail(f"node exited with {self.proc.returncode} while waiting for {what}:\n{self.log_text()[-4000:]}")
-            self.executor.spin_once(timeout_sec=0.05)
-        value = predicate()
-        if not value:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}; node log:\n{self.log_text()[-4000:]}")
-        return value
+        return spin_until(self.executor, predicate, timeout, what, self.proc.poll, self.log_text)
 
     def close(self) -> int:
         code = stop_node(self.proc)

@@ -61,6 +61,7 @@ from cract.msg import TrackedObject  # noqa: E402
 from cract.srv import SetTarget  # noqa: E402
 from cract_core.geometry import iou  # noqa: E402
 from cract_ros.conversions import bgr_to_image  # noqa: E402
+from node_harness import spin_until  # noqa: E402
 
 
 def _shell_env(log_dir: Path) -> dict:
@@ -222,19 +223,9 @@ class Graph:
 
     def spin_until(self, predicate: Callable[[], Any], timeout: float, what: str,
                    process: Optional[Started] = None) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            if process is not None and process.proc.poll() is not None:
-                pytest.fail(f"exited with {process.proc.returncode} while waiting for {what}:\n{process.text()[-4000:]}")
-            self.executor.spin_once(timeout_sec=0.05)
-        value = predicate()
-        if not value:
-            log = f":\n{process.text()[-4000:]}" if process is not None else ""
-            pytest.fail(f"timed out after {timeout} s waiting for {what}{log}")
-        return value
+        if process is None:
+            return spin_until(self.executor, predicate, timeout, what)
+        return spin_until(self.executor, predicate, timeout, what, process.proc.poll, process.text)
 
     def call(self, client: Any, request: Any, what: str, process: Optional[Started] = None) -> Any:
         self.spin_until(client.service_is_ready, START_TIMEOUT, f"{client.srv_name}", process)
