@@ -412,3 +412,9 @@ def test_tracker_parameters_left_to_the_model_config(repo_root) -> None:
                                                                 "lost_confidence": 0.5, "update_interval": 10}) == [
         "lost_confidence (0.6) must be <= low_confidence (0.5)"]
     assert check_parameters(dict(values, lost_confidence=0.6)) == []  # no model yet: judged at configure
+    # what a `ros2 param set` hands the running tracker: -1 becomes the model's value again
+    from cract_ros.node.settings import resolve_tracker_values
+    model = {"alpha": 0.4, "beta": 0.8, "low_confidence": 0.45, "lost_confidence": 0.2, "update_interval": 10}
+    assert resolve_tracker_values({"low_confidence": -1.0, "beta": 0.7, "lockstep": True}, model) == {
+        "low_confidence": 0.45, "beta": 0.7}
+    assert resolve_tracker_values({"low_confidence": -1.0, "beta": 0.7}, None) == {"beta": 0.7}
