@@ -405,6 +405,10 @@ def test_tracker_parameters_left_to_the_model_config(repo_root) -> None:
         assert tracker.cfg.online.update_interval == 5 and tracker.cfg.crac.beta == 0.8
     finally:
         tracker.close()
+    # a threshold set against one left to the model is judged when the model is loaded
+    from cract_core.config import ConfigError
+    with pytest.raises(ConfigError, match="lost_confidence <= low_confidence"):
+        build_tracker(dict(settings, low_confidence=-1.0, lost_confidence=0.6))
     # the cross-parameter rule resolves -1 against the model's values
     from cract_ros.node import check_parameters
     values = {name: p.default for name, p in PARAMETERS.items()}

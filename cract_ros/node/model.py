@@ -17,7 +17,7 @@ def build_tracker(settings: dict) -> Any:
     """
     import torch
 
-    from cract_core.config import default_config_path, load_config
+    from cract_core.config import default_config_path, load_config, validate
     from cract_core.tracker import Tracker
     from cract_ros.node.settings import FROM_MODEL_CONFIG, TRACKER_RUNTIME_PARAMS
     from cract_ros.parameters import apply_model_runtime
@@ -32,6 +32,7 @@ def build_tracker(settings: dict) -> Any:
             section, kind = Tracker.RUNTIME_PARAMS[name]
             setattr(getattr(cfg, section), name, kind(settings[name]))
     apply_model_runtime(cfg, settings)  # the node's runtime parameter, when set
+    validate(cfg)  # a value set here against one left to the model (lost above the model's low)
     return Tracker.from_config(cfg, checkpoint=settings.get("checkpoint") or None,
                                device=settings.get("device", "auto"), mode=settings.get("tracker_mode", "async"))
 
