@@ -35,11 +35,6 @@ from cract_core.tracker import Tracker  # noqa: E402
 BIN_EDGES = (0.0, 0.3, 0.5, 0.7, 0.85, 1.0001)
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two x1, y1, x2, y2 boxes."""
-    return float(geometry.iou(torch.as_tensor(a[None], dtype=torch.float64), torch.as_tensor(b[None], dtype=torch.float64))[0])
-
-
 def measure(cfg_path: Path, checkpoint: str | None, sequences: list, threads: int) -> np.ndarray:
     """(input IoU, refined IoU, overlap of the two boxes) per frame with the target in view."""
     torch.set_num_threads(threads)
@@ -62,16 +57,14 @@ def measure(cfg_path: Path, checkpoint: str | None, sequences: list, threads: in
                 continue
             d = result.details
             crop, scale = geometry.crop_square(image, tuple(d["search_center"]), d["search_side"], size, follower._pad)
-            chosen = torch.as_tensor(d["proposals_crop_xyxy"][d["best"]][None], dtype=torch.float32)
+            box_in = np.asarray(d["proposals_crop_xyxy"][d["best"]], dtype=np.float64)
             with torch.no_grad():
                 phi_x = regressor.net.extract(regressor._to_tensor(crop))
-                refined = regressor.net.refine(phi_x, chosen, f_init, identify=False).refined_xyxy[0].numpy()
-            x, y, w, h = seq.groundtruth[i]
-            cx, cy = d["search_center"]
-            gt = np.array([(x - cx) * scale + size / 2, (y - cy) * scale + size / 2,
-                           (x + w - cx) * scale + size / 2, (y + h - cy) * scale + size / 2])
-            box_in = chosen[0].numpy().astype(np.float64)
-            rows.append((box_iou(box_in, gt), box_iou(refined.astype(np.float64), gt), box_iou(box_in, refined.astype(np.float64))))
+                refined = regressor.net.refine(phi_x, torch.as_tensor(box_in[None], dtype=torch.float32), f_init,
+                                               identify=False).refined_xyxy[0].numpy().astype(np.float64)
+            gt = geometry.xywh_to_xyxy(geometry.image_to_crop(seq.groundtruth[i], tuple(d["search_center"]),
+                                                              scale, size))
+            rows.append(tuple(float(geometry.iou(a, b)) for a, b in ((box_in, gt), (refined, gt), (box_in, refined))))
     return np.array(rows)
 
 
