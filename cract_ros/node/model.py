@@ -19,7 +19,7 @@ def build_tracker(settings: dict) -> Any:
 
     from cract_core.config import default_config_path, load_config, validate
     from cract_core.tracker import Tracker
-    from cract_ros.node.settings import FROM_MODEL_CONFIG, TRACKER_RUNTIME_PARAMS
+    from cract_ros.node.settings import resolve_tracker_values
     from cract_ros.parameters import apply_model_runtime
 
     if settings.get("num_threads", 0) > 0:
@@ -27,10 +27,9 @@ def build_tracker(settings: dict) -> Any:
         # the crop's warp too: OpenCV's own pool would take the cores the network was given
         cv2.setNumThreads(int(settings["num_threads"]))
     cfg = load_config(settings.get("model_config") or default_config_path())
-    for name in TRACKER_RUNTIME_PARAMS:
-        if settings.get(name, FROM_MODEL_CONFIG) != FROM_MODEL_CONFIG:
-            section, kind = Tracker.RUNTIME_PARAMS[name]
-            setattr(getattr(cfg, section), name, kind(settings[name]))
+    for name, value in resolve_tracker_values(settings, None).items():  # those not left to the model
+        section, kind = Tracker.RUNTIME_PARAMS[name]
+        setattr(getattr(cfg, section), name, kind(value))
     apply_model_runtime(cfg, settings)  # the node's runtime parameter, when set
     validate(cfg)  # a value set here against one left to the model (lost above the model's low)
     return Tracker.from_config(cfg, checkpoint=settings.get("checkpoint") or None,

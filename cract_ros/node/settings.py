@@ -8,8 +8,14 @@ from cract_ros.parameters import MODEL_RUNTIME_PARAMS, ParamSpec, check_values
 
 NODE_NAME = "cract_tracker"
 STATE_NAMES = {0: "IDLE", 1: "TRACKING", 2: "LOW_CONFIDENCE", 3: "LOST"}
+# a tracker parameter (alpha, beta, thresholds, K) at this value takes the model config's own
+FROM_MODEL_CONFIG = -1
 
 
+def left_to_model(kind: type, description: str, **bounds: float) -> ParamSpec:
+    """A runtime tracker parameter that defaults to FROM_MODEL_CONFIG (the model config's value)."""
+    unset = kind(FROM_MODEL_CONFIG)
+    return ParamSpec(unset, f"{description}; -1 = the model config's", runtime=True, unset=unset, **bounds)
 
 
 PARAMETERS: dict[str, ParamSpec] = {
@@ -47,16 +53,12 @@ PARAMETERS: dict[str, ParamSpec] = {
     # tracker (runtime: applied through Tracker.set_params).  -1 (FROM_MODEL_CONFIG): the model
     # config's own value, so a model whose confidence has another scale (the cascade's score:
     # 0.45 / 0.2) keeps its thresholds; a value here is written over the model config's.
-    "alpha": ParamSpec(-1.0, "s = alpha * v+ + (1 - alpha) * tau (Eq. 9); -1 = the model config's",
-                       runtime=True, minimum=0.0, maximum=1.0, unset=-1.0),
-    "beta": ParamSpec(-1.0, "final score beta * s + (1 - beta) * c (Eq. 10); -1 = the model config's",
-                      runtime=True, minimum=0.0, maximum=1.0, unset=-1.0),
-    "low_confidence": ParamSpec(-1.0, "confidence below this: LOW_CONFIDENCE; -1 = the model config's",
-                                runtime=True, minimum=0.0, maximum=1.0, unset=-1.0),
-    "lost_confidence": ParamSpec(-1.0, "confidence below this for a few frames: LOST (<= low_confidence); "
-                                 "-1 = the model config's", runtime=True, minimum=0.0, maximum=1.0, unset=-1.0),
-    "update_interval": ParamSpec(-1, "K: frames between discriminator updates; -1 = the model config's",
-                                 runtime=True, minimum=1, unset=-1),
+    "alpha": left_to_model(float, "s = alpha * v+ + (1 - alpha) * tau (Eq. 9)", minimum=0.0, maximum=1.0),
+    "beta": left_to_model(float, "final score beta * s + (1 - beta) * c (Eq. 10)", minimum=0.0, maximum=1.0),
+    "low_confidence": left_to_model(float, "confidence below this: LOW_CONFIDENCE", minimum=0.0, maximum=1.0),
+    "lost_confidence": left_to_model(float, "confidence below this for a few frames: LOST (<= low_confidence)",
+                                     minimum=0.0, maximum=1.0),
+    "update_interval": left_to_model(int, "K: frames between discriminator updates", minimum=1),
     # output
     "debug_image": ParamSpec(True, "publish ~/debug_image (box drawn) while someone subscribes to it", runtime=True),
     "diagnostics_period_s": ParamSpec(1.0, "period of /diagnostics", minimum=0.0, exclusive_minimum=True,
@@ -73,8 +75,6 @@ PARAMETERS: dict[str, ParamSpec] = {
 
 # node parameter -> keyword of Tracker.set_params
 TRACKER_RUNTIME_PARAMS = ("alpha", "beta", "low_confidence", "lost_confidence", "update_interval")
-# a tracker parameter at this value takes the model config's own
-FROM_MODEL_CONFIG = -1
 
 
 class NodeStartupError(RuntimeError):
@@ -102,7 +102,8 @@ def check_parameters(values: dict, model_values: Optional[dict] = None) -> list[
     if problems:
         return problems
     resolved = resolve_tracker_values(values, model_values)
-    if "lost_confidence" in resolved and "low_confidence" in resolved and resolved["lost_confidence"] > resolved["low_confidence"]:
+    if "lost_confidence" in resolved and "low_confidence" in resolved \
+            and resolved["lost_confidence"] > resolved["low_confidence"]:
         problems.append(f"lost_confidence ({resolved['lost_confidence']}) must be <= low_confidence "
                         f"({resolved['low_confidence']})")
     return problems
