@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -65,8 +66,12 @@ def t_msg(seconds: float) -> TimeMsg:
 
 class FollowerUnderTest(ProcessUnderTest):
     def __init__(self, log_dir: Path, overrides: dict) -> None:
-        super().__init__(log_dir, "follower", follower_command({"use_sim_time": True, **overrides}, ""))
-        self.clock = self.node.create_publisher(Clock, "/clock", 10)
+        # this test's own /clock: the follower's is remapped into the test's namespace, so no other
+        # /clock in the domain (a process another test left behind) can move the follower's time
+        namespace = f"/t_follower_{uuid.uuid4().hex[:6]}"
+        super().__init__(log_dir, "follower", follower_command({"use_sim_time": True, **overrides}, "")
+                         + ["-r", f"/clock:={namespace}/clock"], namespace)
+        self.clock = self.node.create_publisher(Clock, f"{self.ns}/clock", 10)
         self.tracked = self.node.create_publisher(TrackedObject, f"{self.ns}/cract_tracker/tracked_object", 10)
         self.twists: list[Twist] = []
         self.stamped: list[TwistStamped] = []
@@ -126,6 +131,7 @@ def test_commands_and_safety_over_dds(rclpy_init, tmp_path) -> None:
     try:
         fut.spin_until(lambda: fut.tracked.get_subscription_count() > 0, 60.0, "the follower's subscription")
         fut.spin_until(lambda: fut.node.count_publishers(f"{fut.ns}/cmd_vel_stamped") > 0, 30.0, "cmd_vel_stamped")
+        fut.spin_until(lambda: fut.clock.get_subscription_count() > 0, 30.0, "the follower's /clock subscription")
         t = 100.0
         # target 0.1 rad right, 0.05 rad down, a quarter of the wanted area (half the size):
         # yaw -2 * 0.1, up -2 * 0.05, forward 2 * 0.5 ln 4, same numbers on both topics
